@@ -1,0 +1,57 @@
+"""Image metrics on images in [0, 1] (N x C x H x W or C x H x W), one value per image, and
+the success criteria of the studies."""
+from __future__ import annotations
+
+import torch
+from torchmetrics.functional.image import structural_similarity_index_measure
+
+GRAD_THRESHOLD = 1e-4   # seed 002: gradient distance below this = the attack converged
+IMAGE_THRESHOLD = 1e-3  # image MSE below this = the image is recovered (see docs/tests)
+
+
+def _batch(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    if a.shape != b.shape:
+        raise ValueError(f"images differ in shape: {tuple(a.shape)} vs {tuple(b.shape)}")
+    if a.dim() == 3:
+        a, b = a[None], b[None]
+    return a.detach().float(), b.detach().float()
+
+
+def mse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Mean squared error per image."""
+    a, b = _batch(a, b)
+    return ((a - b) ** 2).flatten(1).mean(1)
+
+
+def l1(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Mean absolute error per image (seed 000's "L1 loss")."""
+    a, b = _batch(a, b)
+    return (a - b).abs().flatten(1).mean(1)
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Peak signal-to-noise ratio in dB for a peak of 1; +inf for identical images."""
+    return -10 * torch.log10(mse(a, b))
+
+
+def ssim(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Structural similarity (torchmetrics: 11x11 Gaussian window, sigma 1.5, data range 1)."""
+    a, b = _batch(a, b)
+    return structural_similarity_index_measure(a, b, data_range=1.0, reduction="none")
+
+
+def image_metrics(image: torch.Tensor, truth: torch.Tensor) -> dict[str, float]:
+    """mse, l1, psnr and ssim of one image against the truth, the image clamped to [0, 1] first."""
+    x = image.detach().clamp(0, 1)
+    return {name: float(fn(x, truth)[0]) for name, fn in
+            (("mse", mse), ("l1", l1), ("psnr", psnr), ("ssim", ssim))}
+
+
+def converged(grad_distance: float, threshold: float = GRAD_THRESHOLD) -> bool:
+    """Seed 002's convergence criterion: the gradient distance fell below ``threshold``."""
+    return bool(grad_distance < threshold)
+
+
+def recovered(image_mse: float, threshold: float = IMAGE_THRESHOLD) -> bool:
+    """The image counts as reconstructed when its MSE (on [0, 1] images) is below ``threshold``."""
+    return bool(image_mse < threshold)
