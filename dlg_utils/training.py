@@ -1,0 +1,133 @@
+"""Training under a gradient defense (seed 000 Fig. 4) with checkpoints at three stages."""
+from __future__ import annotations
+
+import datetime
+from pathlib import Path
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from .config import progress_enabled
+from .defenses import Defense, defense_from_spec
+from .models import architecture, build_model
+
+STAGES = ("start", "middle", "converged")
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data: Dataset | DataLoader, batch_size: int = 512) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy) of ``model`` on ``data``, in eval mode."""
+    loader = data if isinstance(data, DataLoader) else DataLoader(data, batch_size=batch_size)
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    loss, correct, count = 0.0, 0, 0
+    for x, y in loader:
+        x, y = x.to(device), y.to(device)
+        out = model(x)
+        loss += float(F.cross_entropy(out, y, reduction="sum"))
+        correct += int((out.argmax(1) == y).sum())
+        count += len(y)
+    model.train(was_training)
+    if count == 0:
+        raise ValueError("evaluation data set is empty")
+    return loss / count, correct / count
+
+
+def save_checkpoint(path: str | Path, model: nn.Module, **meta) -> Path:
+    """Save ``model``'s weights with its architecture and ``meta`` (data set, defense, epoch...)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"architecture": architecture(model), "saved": datetime.datetime.now().isoformat(timespec="seconds"), **meta}
+    torch.save({"state_dict": model.state_dict(), "meta": meta}, path)
+    return path
+
+
+def load_checkpoint(path: str | Path, model: nn.Module | None = None) -> tuple[nn.Module, dict]:
+    """Load a checkpoint into ``model`` (or a model rebuilt from its metadata): (model, meta).
+
+    Raises ``ValueError`` naming both architectures when the checkpoint is for another one.
+    """
+    ckpt = torch.load(Path(path), map_location="cpu", weights_only=True)
+    meta = ckpt["meta"]
+    if model is None:
+        model = build_model(meta["architecture"])
+    mine, theirs = architecture(model), meta["architecture"]
+    state = model.state_dict()
+    shapes_match = state.keys() == ckpt["state_dict"].keys() and all(
+        state[k].shape == v.shape for k, v in ckpt["state_dict"].items())
+    if mine != theirs or not shapes_match:
+        raise ValueError(f"checkpoint {path} is for {theirs['name']}({theirs['config']}), "
+                         f"but the model is {mine['name']}({mine['config']})")
+    model.load_state_dict(ckpt["state_dict"])
+    return model, meta
+
+
+def train(model: nn.Module, train_data: Dataset, test_data: Dataset, epochs: int,
+          defense: Defense | str | None = None, *, lr: float = 0.1, momentum: float = 0.9,
+          weight_decay: float = 5e-4, batch_size: int = 128, seed: int = 0,
+          max_batches: int | None = None, checkpoint_dir: str | Path | None = None,
+          run_name: str = "model", dataset_name: str = "", progress: bool | None = None
+          ) -> pd.DataFrame:
+    """Train with SGD and cross-entropy (seed 000: lr 0.1, momentum 0.9, weight decay 5e-4,
+    batch 128), replacing every parameter gradient by ``defense(gradients)`` before each
+    ``optimizer.step()``. Returns one row per epoch: epoch, train_loss, test_loss,
+    test_accuracy. With ``checkpoint_dir``, saves ``{run_name}_{start,middle,converged}.pt`` at
+    epoch 0, epochs // 2 and the last epoch. ``max_batches`` caps batches per epoch.
+    """
+    if epochs < 1:
+        raise ValueError(f"epochs must be >= 1, got {epochs}")
+    defense = defense_from_spec(defense)
+    device = next(model.parameters()).device
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    noise = torch.Generator(device=device).manual_seed(seed + 1)
+    loader = DataLoader(train_data, batch_size=batch_size, shuffle=True, generator=generator)
+    test_loader = DataLoader(test_data, batch_size=512)
+    in_channels = getattr(model, "config", {}).get("in_channels")
+    if in_channels is not None and train_data[0][0].shape[0] != in_channels:
+        raise ValueError(f"data has {train_data[0][0].shape[0]} channels, the model expects {in_channels}")
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+    params = [p for p in model.parameters() if p.requires_grad]
+    stage_at = {0: "start", max(1, epochs // 2): "middle", epochs: "converged"}
+    show = progress_enabled() if progress is None else progress
+
+    def checkpoint(epoch: int, test_loss: float, test_accuracy: float) -> None:
+        if checkpoint_dir is not None and epoch in stage_at:
+            save_checkpoint(Path(checkpoint_dir) / f"{run_name}_{stage_at[epoch]}.pt", model,
+                            stage=stage_at[epoch], epoch=epoch, epochs=epochs, dataset=dataset_name,
+                            defense=defense.name, test_loss=test_loss, test_accuracy=test_accuracy,
+                            lr=lr, momentum=momentum, weight_decay=weight_decay, batch_size=batch_size,
+                            seed=seed, max_batches=max_batches)
+
+    if checkpoint_dir is not None:
+        checkpoint(0, *evaluate(model, test_loader))
+    rows = []
+    for epoch in tqdm(range(1, epochs + 1), desc=f"train {run_name}", disable=not show):
+        model.train()
+        total, count = 0.0, 0
+        batches = tqdm(loader, desc=f"epoch {epoch}", leave=False, disable=not show,
+                       total=min(len(loader), max_batches or len(loader)))
+        for b, (x, y) in enumerate(batches):
+            if max_batches is not None and b >= max_batches:
+                break
+            x, y = x.to(device), y.to(device)
+            optimizer.zero_grad()
+            loss = F.cross_entropy(model(x), y)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"training loss became {float(loss)} at epoch {epoch}, batch {b}")
+            loss.backward()
+            for p, g in zip(params, defense([p.grad for p in params], noise)):
+                p.grad = g
+            optimizer.step()
+            total += float(loss.detach()) * len(y)
+            count += len(y)
+        test_loss, test_accuracy = evaluate(model, test_loader)
+        rows.append({"epoch": epoch, "train_loss": total / count, "test_loss": test_loss,
+                     "test_accuracy": test_accuracy})
+        checkpoint(epoch, test_loss, test_accuracy)
+    return pd.DataFrame(rows)
