@@ -209,10 +209,14 @@ class MixedPrecision(Defense):
 
     ``policy`` is ``"default"`` (:func:`default_policy`), ``"random"`` (:func:`random_policy`
     with ``seed``) or an explicit list of :class:`LayerPrecision`, one per gradient tensor.
+    ``ensure_minimum_range`` is TF's: every range is widened to contain 0 and to be at least
+    0.01 * max(1, |min|, |max|) wide, so gradients much smaller than 0.01 lose precision
+    (int8: a step of at least 0.01 / 255), as they did in seed 001's TensorFlow code.
     """
 
     policy: str | Sequence[LayerPrecision] = "default"
     seed: int = 0
+    ensure_minimum_range: float = 0.01
 
     def __post_init__(self):
         if isinstance(self.policy, str):
@@ -235,7 +239,8 @@ class MixedPrecision(Defense):
 
     def __call__(self, grads, generator=None):
         grads = [_finite(g.detach()) for g in grads]
-        return [quantize_dequantize(g, p.dtype, p.mode, p.dequantize_mode)
+        return [quantize_dequantize(g, p.dtype, p.mode, p.dequantize_mode,
+                                    ensure_minimum_range=self.ensure_minimum_range)
                 for g, p in zip(grads, self.layers(len(grads)))]
 
 

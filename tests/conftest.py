@@ -1,0 +1,21 @@
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("DLG_PROGRESS", "0")
+
+from dlg_utils.data import load_dataset  # noqa: E402
+from dlg_utils.models import LeNet, init_uniform_  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def samples():
+    return load_dataset("samples")
+
+
+@pytest.fixture(scope="session")
+def lenet():
+    """The DLG LeNet (4 convs, 100 classes) with DLG's uniform init, seed 0."""
+    torch.manual_seed(0)
+    return init_uniform_(LeNet(3, 100, 32))

@@ -1,0 +1,41 @@
+import json
+
+import pytest
+
+from dlg_utils.experiments import attack_trial, expand_histories, load_rows, sweep
+
+
+def test_sweep_resumes_without_redoing_or_losing_trials(tmp_path):
+    path = tmp_path / "rows.jsonl"
+    calls = []
+
+    def run(t):
+        calls.append(t["seed"])
+        if t["seed"] == 3 and len(calls) < 10:
+            raise KeyboardInterrupt  # an interruption in the middle of the sweep
+        return {"value": t["seed"] ** 2}
+
+    trials = [{"seed": s, "defense": "none"} for s in range(5)]
+    with pytest.raises(KeyboardInterrupt):
+        sweep(trials, run, path)
+    assert [r["seed"] for r in load_rows(path)] == [0, 1, 2]
+    with open(path, "a") as f:
+        f.write('{"torn": ')  # a crash while writing leaves a partial line
+    calls.extend([0] * 10)
+    df = sweep(trials, run, path)
+    assert calls[-2:] == [3, 4]  # only the unfinished trials ran again
+    assert df["value"].tolist() == [0, 1, 4, 9, 16] and df["seed"].tolist() == list(range(5))
+    with pytest.raises(ValueError, match="duplicates"):
+        sweep(trials + trials[:1], run, path)
+
+
+def test_attack_trial_row(lenet, samples, tmp_path):
+    row, result = attack_trial(lenet, samples, image=5, seed=1, defense="sparsity:0.4", iterations=3)
+    assert row["true_label"] == samples[5][1] and row["iterations_run"] == 3
+    assert len(row["history"]) == 4 and {"mse", "psnr", "ssim", "grad_distance"} <= set(row)
+    json.dumps(row)  # storable as one JSON line
+    df = sweep([{"image": 5, "seed": 1, "defense": "sparsity:0.4"}],
+               lambda t: attack_trial(lenet, samples, iterations=2, label_mode="idlg", **t)[0],
+               tmp_path / "a.jsonl")
+    h = expand_histories(df)
+    assert len(h) == 3 and set(h["defense"]) == {"sparsity:0.4"} and df["label_correct"].all()
