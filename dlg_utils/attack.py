@@ -1,11 +1,20 @@
 """Deep Leakage from Gradients (Zhu et al. 2019) and iDLG (Zhao et al. 2020).
 
 :func:`dlg` follows the original DLG loop: a dummy image and dummy label drawn from N(0, 1),
-soft-label cross-entropy, the gradient distance sum_l ||grad'_l - grad_l||^2, and
-``torch.optim.LBFGS`` (lr 1, history 100, max_iter 20 per step). Given a label it is iDLG.
+soft-label cross-entropy, the gradient distance sum_l ||grad'_l - grad_l||^2, and L-BFGS
+(lr 1, history 100, max_iter 20 per step) with exactly ``torch.optim.LBFGS``'s algorithm.
+Given a label it is iDLG. :func:`dlg_batch` runs many independent trials in one batched
+computation (``torch.func.vmap`` over the double backward, :class:`BatchedLBFGS`); a single
+trial is the batch of one.
+
+Models with BatchNorm: the attack evaluates the model functionally in the mode it is in. In
+eval mode BatchNorm uses its running statistics. In train mode it normalises with the dummy
+batch's own statistics and leaves the running statistics untouched (the attacker must not
+change the model); a batch of one image then needs spatial size > 1 at every BatchNorm.
 """
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
@@ -14,11 +23,13 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.func import functional_call, grad, grad_and_value, stack_module_state, vmap
 from tqdm.auto import tqdm
 
 from .config import progress_enabled
 from .defenses import Defense, defense_from_spec
-from .metrics import GRAD_THRESHOLD, image_metrics
+from .lbfgs import BatchedLBFGS
+from .metrics import GRAD_THRESHOLD, l1, mse, psnr, ssim
 
 
 def _params(model: nn.Module) -> list[torch.Tensor]:
@@ -79,96 +90,211 @@ class AttackResult:
         return self.history.iloc[-1]
 
 
+def _batchnorm_without_running_stats(model: nn.Module) -> nn.Module:
+    """A copy of a train-mode model whose BatchNorms use batch statistics and update nothing."""
+    if not model.training or not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        return model
+    model = copy.deepcopy(model)
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.track_running_stats = False
+            m.running_mean = m.running_var = m.num_batches_tracked = None
+    return model
+
+
+def _trial_list(value, count: int, name: str) -> list:
+    if isinstance(value, (list, tuple)):
+        if len(value) != count:
+            raise ValueError(f"{name} has {len(value)} entries for {count} trials")
+        return list(value)
+    return [value] * count
+
+
+def dlg_batch(models: nn.Module | Sequence[nn.Module], targets: Sequence[Sequence[torch.Tensor]], *,
+              image_shape: Sequence[int], num_classes: int, iterations: int = 300,
+              labels=None, seeds: Sequence[int] | int = 0, ground_truths=None, lr: float = 1.0,
+              history_size: int = 100, max_iter: int = 20, tolerance_grad: float = 1e-7,
+              tolerance_change: float = 1e-9, snapshot_every: int = 10, snapshot_at: Iterable[int] = (),
+              grad_threshold: float = GRAD_THRESHOLD, stop_when_converged: bool = False,
+              chunk_size: int = 64, progress: bool | None = None) -> list[AttackResult]:
+    """Run T = len(targets) independent DLG trials at once; returns one :class:`AttackResult`
+    per trial, each the same (to floating-point tolerance) as a separate run with
+    ``torch.optim.LBFGS``.
+
+    models: one model (shared weights) or T models of one architecture (per-trial weights).
+    targets: T lists of target gradients. labels / seeds / ground_truths: one value for all
+    trials or a list of T (see :func:`dlg`). Trials are processed ``chunk_size`` at a time to
+    bound memory; finished trials leave the batch, so the rest run faster.
+    """
+    T = len(targets)
+    if T == 0:
+        return []
+    labels, seeds = _trial_list(labels, T, "labels"), _trial_list(seeds, T, "seeds")
+    truths = _trial_list(ground_truths, T, "ground_truths")
+    model_list = _trial_list(models, T, "models") if isinstance(models, (list, tuple)) else None
+    results = []
+    show = progress_enabled() if progress is None else progress
+    bar = tqdm(total=T * iterations, desc=f"DLG x{T}", disable=not show, unit="it")
+    for lo in range(0, T, chunk_size):
+        sl = slice(lo, lo + chunk_size)
+        results += _run_chunk(model_list[sl] if model_list else models, targets[sl], labels[sl], seeds[sl],
+                              truths[sl], image_shape, num_classes, iterations, lr, history_size, max_iter,
+                              tolerance_grad, tolerance_change, snapshot_every, set(snapshot_at),
+                              grad_threshold, stop_when_converged, bar)
+    bar.close()
+    return results
+
+
+def _run_chunk(models, targets, labels, seeds, truths, image_shape, num_classes, iterations, lr,
+               history_size, max_iter, tolerance_grad, tolerance_change, snapshot_every, snapshot_at,
+               grad_threshold, stop_when_converged, bar) -> list[AttackResult]:
+    T = len(targets)
+    per_trial = isinstance(models, (list, tuple))
+    base = _batchnorm_without_running_stats(models[0] if per_trial else models)
+    named = [(n, p) for n, p in base.named_parameters() if p.requires_grad]
+    names = [n for n, _ in named]
+    device, dtype = named[0][1].device, named[0][1].dtype
+    if per_trial:
+        stacked, _ = stack_module_state([_batchnorm_without_running_stats(m) for m in models])
+        params = {n: stacked[n].detach() for n in names}
+    else:
+        params = {n: p.detach() for n, p in named}
+    frozen = {n: p.detach() for n, p in base.named_parameters() if not p.requires_grad}
+    buffers = dict(base.named_buffers())
+
+    shape = tuple(image_shape) if len(image_shape) == 4 else (1, *image_shape)
+    N, nx, ny = shape[0], int(torch.Size(shape).numel()), shape[0] * num_classes
+    target = {}
+    for i, name in enumerate(names):
+        per = [torch.as_tensor(t[i]) for t in targets]
+        if any(len(t) != len(names) for t in targets) or any(p.shape != named[i][1].shape for p in per):
+            raise ValueError("target_grads do not match the model's parameters "
+                             f"({len(targets[0])} tensors for {len(names)} parameters)")
+        target[name] = torch.stack(per).to(device, dtype)
+    if not all(torch.isfinite(t).all() for t in target.values()):
+        raise ValueError("target_grads contain NaN or Inf")
+
+    # Dummies: image then (for DLG) label from N(0, 1) with each trial's own seed; a fixed
+    # label's slot in the flat vector stays 0 and gets no gradient (exactly equivalent).
+    x0, learn, onehot, fixed = [], [], [], []
+    for t in range(T):
+        gen = torch.Generator().manual_seed(int(seeds[t]))
+        x = torch.randn(shape, generator=gen).flatten()
+        lab = labels[t]
+        if lab is None:
+            y = torch.randn((N, num_classes), generator=gen).flatten()
+            fixed.append(None)
+        else:
+            lab = torch.tensor([idlg_label([g[i] for g in [targets[t]] for i in range(len(names))])]) \
+                if isinstance(lab, str) and lab == "idlg" else torch.as_tensor(lab).long().reshape(-1)
+            if len(lab) != N:
+                raise ValueError(f"{len(lab)} labels for a batch of {N}")
+            y = torch.zeros(ny)
+            fixed.append(lab)
+        x0.append(torch.cat([x, y]))
+        learn.append(lab is None)
+        onehot.append(F.one_hot(lab, num_classes).to(dtype) if lab is not None else torch.zeros(N, num_classes))
+    flat0 = torch.stack(x0).to(device, dtype)
+    learn = torch.tensor(learn, device=device)
+    onehot = torch.stack(onehot).to(device, dtype)
+    truth = [None if g is None else g.detach().reshape(shape).to(device, dtype) for g in truths]
+
+    def loss_fn(p, x, target_probs):
+        pred = functional_call(base, ({**p, **frozen}, buffers), (x,))
+        return torch.mean(torch.sum(-target_probs * F.log_softmax(pred, -1), -1))
+
+    def distance(flat, learn_t, onehot_t, target_t, p):
+        x = flat[:nx].view(shape)
+        probs = torch.where(learn_t, F.softmax(flat[nx:].view(N, num_classes), -1), onehot_t)
+        g = grad(loss_fn)(p, x, probs)
+        return sum(F.mse_loss(g[n], target_t[n], reduction="sum") for n in names)
+
+    evaluate = vmap(grad_and_value(distance), in_dims=(0, 0, 0, 0, 0 if per_trial else None))
+
+    opt = BatchedLBFGS(flat0, lr=lr, max_iter=max_iter, tolerance_grad=tolerance_grad,
+                       tolerance_change=tolerance_change, history_size=history_size)
+    active = torch.ones(T, dtype=torch.bool, device=device)
+    steps = [0] * T
+    rows = [[] for _ in range(T)]
+    snaps = [{} for _ in range(T)]
+    images = [flat0[t, :nx].view(shape).clone() for t in range(T)]
+    converged_at, diverged = [None] * T, [False] * T
+    snap_at = snapshot_at | ({*range(0, iterations + 1, snapshot_every), iterations} if snapshot_every else set())
+    start = time.perf_counter()
+    seconds = [0.0] * T
+    while active.any():
+        idx = active.nonzero().squeeze(1)
+        everyone = len(idx) == T
+        sel = lambda d: d if everyone else {n: v[idx] for n, v in d.items()}
+        with torch.enable_grad():
+            if everyone:
+                full_grad, full_loss = evaluate(opt.x, learn, onehot, target, params)
+            else:
+                g, loss = evaluate(opt.x[idx], learn[idx], onehot[idx], sel(target), sel(params) if per_trial else params)
+                full_loss = torch.zeros(T, dtype=dtype, device=device).index_copy(0, idx, loss.detach())
+                full_grad = torch.zeros_like(opt.x).index_copy(0, idx, g.detach())
+        # evaluations that start an L-BFGS step give the history rows: iteration k = after k steps
+        starting = (active & opt.starts_step).nonzero().squeeze(1).tolist()
+        finite = torch.isfinite(full_loss) & torch.isfinite(opt.x).all(-1)
+        recorded = []
+        for t in starting:
+            if not finite[t]:
+                diverged[t] = True
+                active[t] = False
+                continue
+            k = steps[t]
+            rows[t].append({"iteration": k, "grad_distance": float(full_loss[t])})
+            images[t] = opt.x[t, :nx].view(shape).clone()
+            recorded.append(t)
+            if k in snap_at:
+                snaps[t][k] = images[t].clamp(0, 1).cpu()
+            if converged_at[t] is None and float(full_loss[t]) < grad_threshold:
+                converged_at[t] = k
+            steps[t] += 1
+            if k == iterations or (stop_when_converged and converged_at[t] is not None):
+                active[t] = False
+            if k > 0:
+                bar.update(1)
+            if not active[t]:
+                seconds[t] = time.perf_counter() - start
+        with_truth = [t for t in recorded if truth[t] is not None]
+        if with_truth:
+            x = torch.stack([images[t] for t in with_truth]).clamp(0, 1).flatten(0, 1)
+            y = torch.stack([truth[t] for t in with_truth]).flatten(0, 1)
+            per_image = {name: fn(x, y).view(len(with_truth), N).mean(1).tolist()
+                         for name, fn in (("mse", mse), ("l1", l1), ("psnr", psnr), ("ssim", ssim))}
+            for j, t in enumerate(with_truth):
+                rows[t][-1].update({name: v[j] for name, v in per_image.items()})
+        opt.tick(full_loss, full_grad, active)
+    for t in range(T):
+        if diverged[t]:
+            seconds[t] = seconds[t] or time.perf_counter() - start
+            bar.update(max(0, iterations - max(steps[t] - 1, 0)))
+    out = []
+    for t in range(T):
+        label = opt.x[t, nx:].view(N, num_classes).argmax(-1) if fixed[t] is None else fixed[t]
+        out.append(AttackResult(image=images[t].cpu(), label=label.cpu(), history=pd.DataFrame(rows[t]),
+                                snapshots=snaps[t], converged=converged_at[t] is not None,
+                                diverged=diverged[t], converged_at=converged_at[t], seed=int(seeds[t]),
+                                seconds=seconds[t]))
+    return out
+
+
 def dlg(model: nn.Module, target_grads: Sequence[torch.Tensor], *, image_shape: Sequence[int],
         num_classes: int, iterations: int = 300, label: int | torch.Tensor | str | None = None,
-        seed: int = 0, ground_truth: torch.Tensor | None = None, lr: float = 1.0,
-        history_size: int = 100, max_iter: int = 20, snapshot_every: int = 10,
-        snapshot_at: Iterable[int] = (), grad_threshold: float = GRAD_THRESHOLD,
-        stop_when_converged: bool = False, progress: bool | None = None) -> AttackResult:
-    """Reconstruct the batch behind ``target_grads`` by matching gradients (DLG).
+        seed: int = 0, ground_truth: torch.Tensor | None = None, **kwargs) -> AttackResult:
+    """Reconstruct the batch behind ``target_grads`` by matching gradients (DLG): one trial.
 
     image_shape: N x C x H x W (or C x H x W for one image). label: ``None`` learns a soft dummy
     label (DLG); an int / tensor of N labels fixes it (iDLG); ``"idlg"`` extracts it with
     :func:`idlg_label`. seed: draws the dummy image, then the dummy label, from N(0, 1).
     iterations: L-BFGS steps (seed 000: 100, DLG: 300, seed 002: 1200), each of up to
-    ``max_iter`` evaluations. Snapshots (clamped to [0, 1]) are kept every ``snapshot_every``
-    iterations and at ``snapshot_at``. ``converged`` once the gradient distance falls below
-    ``grad_threshold`` (seed 002); ``diverged`` (and the run stops, keeping the last finite
-    image) when it becomes NaN or Inf.
+    ``max_iter`` (20) evaluations; ``lr`` (1), ``history_size`` (100), ``tolerance_grad``,
+    ``tolerance_change`` as in ``torch.optim.LBFGS``. Snapshots (clamped to [0, 1]) every
+    ``snapshot_every`` (10) iterations and at ``snapshot_at``. ``converged`` once the gradient
+    distance falls below ``grad_threshold`` (1e-4, seed 002; ``stop_when_converged`` ends the
+    run there); ``diverged`` (and the run stops, keeping the last finite image) on NaN or Inf.
     """
-    params = _params(model)
-    target = [t.detach().to(params[0].device) for t in target_grads]
-    if len(target) != len(params) or any(t.shape != p.shape for t, p in zip(target, params)):
-        raise ValueError("target_grads do not match the model's parameters "
-                         f"({len(target)} tensors for {len(params)} parameters)")
-    if not all(torch.isfinite(t).all() for t in target):
-        raise ValueError("target_grads contain NaN or Inf")
-    shape = tuple(image_shape) if len(image_shape) == 4 else (1, *image_shape)
-    device = params[0].device
-    gen = torch.Generator().manual_seed(seed)
-    dummy_x = torch.randn(shape, generator=gen).to(device).requires_grad_(True)
-    leaves = [dummy_x]
-    if label is None:
-        dummy_y = torch.randn((shape[0], num_classes), generator=gen).to(device).requires_grad_(True)
-        leaves.append(dummy_y)
-    else:
-        fixed = torch.tensor([idlg_label(target)]) if isinstance(label, str) and label == "idlg" \
-            else torch.as_tensor(label).long().reshape(-1)
-        if len(fixed) != shape[0]:
-            raise ValueError(f"{len(fixed)} labels for a batch of {shape[0]}")
-        fixed = fixed.to(device)
-    truth = None if ground_truth is None else ground_truth.detach().reshape(shape).to(device)
-
-    def distance() -> torch.Tensor:
-        pred = model(dummy_x)
-        if label is None:
-            loss = torch.mean(torch.sum(-F.softmax(dummy_y, -1) * F.log_softmax(pred, -1), -1))
-        else:
-            loss = F.cross_entropy(pred, fixed)
-        dummy_grads = torch.autograd.grad(loss, params, create_graph=True)
-        return gradient_distance(dummy_grads, target)
-
-    optimizer = torch.optim.LBFGS(leaves, lr=lr, history_size=history_size, max_iter=max_iter)
-
-    def closure() -> torch.Tensor:
-        optimizer.zero_grad()
-        d = distance()
-        for leaf, g in zip(leaves, torch.autograd.grad(d, leaves)):
-            leaf.grad = g
-        return d.detach()
-
-    snap_at = set(snapshot_at) | ({*range(0, iterations + 1, snapshot_every), iterations}
-                                  if snapshot_every else set())
-    rows, snapshots = [], {}
-    converged_at, diverged, image = None, False, dummy_x.detach().clone()
-    show = progress_enabled() if progress is None else progress
-    start = time.perf_counter()
-    for it in tqdm(range(iterations + 1), desc=f"DLG seed {seed}", leave=False, disable=not show):
-        x_now = dummy_x.detach().clone()  # the state after `it` steps
-        if not torch.isfinite(x_now).all():
-            diverged = True
-            break
-        if it < iterations:
-            dist = float(optimizer.step(closure))  # step() returns the distance at its start
-        else:
-            dist = float(distance().detach())
-        if dist != dist or dist == float("inf"):
-            diverged = True
-            break
-        image = x_now
-        row = {"iteration": it, "grad_distance": dist}
-        if truth is not None:
-            row.update(image_metrics(x_now, truth))
-        rows.append(row)
-        if it in snap_at:
-            snapshots[it] = x_now.clamp(0, 1).cpu()
-        if converged_at is None and dist < grad_threshold:
-            converged_at = it
-            if stop_when_converged:
-                break
-
-    out_label = dummy_y.detach().argmax(-1).cpu() if label is None else fixed.cpu()
-    return AttackResult(image=image.cpu(), label=out_label, history=pd.DataFrame(rows),
-                        snapshots=snapshots, converged=converged_at is not None,
-                        diverged=diverged, converged_at=converged_at, seed=seed,
-                        seconds=time.perf_counter() - start)
+    return dlg_batch(model, [target_grads], image_shape=image_shape, num_classes=num_classes,
+                     iterations=iterations, labels=[label], seeds=[seed], ground_truths=[ground_truth],
+                     **kwargs)[0]

@@ -1,0 +1,150 @@
+"""Batched L-BFGS: T independent runs of ``torch.optim.LBFGS`` (no line search) at once.
+
+Every trial keeps its own curvature history, direction, step and stopping state and follows
+exactly the algorithm of ``torch.optim.LBFGS.step`` (PyTorch's ``lbfgs.py``); the trials only
+share the evaluations: the caller evaluates the objective at :attr:`x` for all active trials in
+one batched computation and hands (loss, gradient) to :meth:`tick`. A trial whose evaluation
+starts an optimizer step (``starts_step``) is where ``LBFGS.step`` would return its loss.
+"""
+from __future__ import annotations
+
+import torch
+
+
+def _matvec(M: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """M[t] @ v[t] for M [T, H, n] and v [T, n], in the form that streams M once (bmm's
+    matrix-vector path is several times slower on CPU)."""
+    return torch.bmm(v[:, None, :], M.mT).squeeze(1)
+
+
+class BatchedLBFGS:
+    """The state machine of ``torch.optim.LBFGS(lr, max_iter, max_eval, tolerance_grad,
+    tolerance_change, history_size, line_search_fn=None)`` for a batch of flat parameters
+    ``x0`` (T x n), advanced one closure evaluation per trial per :meth:`tick`."""
+
+    def __init__(self, x0: torch.Tensor, lr: float = 1.0, max_iter: int = 20, max_eval: int | None = None,
+                 tolerance_grad: float = 1e-7, tolerance_change: float = 1e-9, history_size: int = 100):
+        if x0.dim() != 2:
+            raise ValueError(f"x0 must be T x n, got shape {tuple(x0.shape)}")
+        T, n = x0.shape
+        self.lr, self.max_iter = lr, max_iter
+        self.max_eval = max_eval if max_eval is not None else max_iter * 5 // 4
+        self.tolerance_grad, self.tolerance_change, self.history_size = tolerance_grad, tolerance_change, history_size
+        z = lambda *s, dtype=x0.dtype: torch.zeros(*s, dtype=dtype, device=x0.device)
+        self.x = x0.detach().clone()
+        self.d, self.t = z(T, n), z(T)
+        self.prev_flat_grad, self.prev_loss = z(T, n), z(T)
+        self.H_diag = torch.ones(T, dtype=x0.dtype, device=x0.device)
+        self.old_dirs, self.old_stps, self.ro = z(T, history_size, n), z(T, history_size, n), z(T, history_size)
+        self.SY = z(T, history_size, history_size)  # SY[a, b] = s_a . y_b over buffer slots
+        self.hist_len = z(T, dtype=torch.long)
+        self.hist_start = z(T, dtype=torch.long)
+        self.total_iter = z(T, dtype=torch.long)   # state['n_iter']
+        self.n_iter = z(T, dtype=torch.long)       # the step's local n_iter
+        self.current_evals = z(T, dtype=torch.long)
+        self.loss = z(T)
+        self.starts_step = torch.ones(T, dtype=torch.bool, device=x0.device)  # next evaluation starts a step
+
+    def tick(self, loss: torch.Tensor, grad: torch.Tensor, active: torch.Tensor) -> None:
+        """Consume the evaluation (loss [T], grad [T x n]) at :attr:`x` of the ``active`` trials
+        and move each of them to the point of its next evaluation."""
+        loss, grad = loss.detach().to(self.x.dtype), grad.detach().to(self.x.dtype)
+        A = active & self.starts_step
+        B = active & ~self.starts_step
+        opt_cond = grad.abs().amax(-1) <= self.tolerance_grad
+        self.loss = torch.where(active, loss, self.loss)
+        # start of LBFGS.step: orig_loss = closure(); return at once if the gradient is tiny
+        self.current_evals = torch.where(A, 1, self.current_evals)
+        self.n_iter = torch.where(A, 0, self.n_iter)
+        go = A & ~opt_cond
+        # after an evaluation inside the loop: the loop's stopping tests, in torch's order
+        self.current_evals = self.current_evals + B.long()
+        stop_b = (self.current_evals >= self.max_eval) | opt_cond \
+            | ((self.d * self.t[:, None]).abs().amax(-1) <= self.tolerance_change) \
+            | ((loss - self.prev_loss).abs() < self.tolerance_change)
+        go = go | (B & ~stop_b)
+        self.starts_step = torch.where(active & ~go, True, self.starts_step)
+        if go.any():
+            self._iterate(go, grad)
+
+    def _push(self, idx: torch.Tensor, y: torch.Tensor, s: torch.Tensor, ys: torch.Tensor) -> None:
+        """Append (y, s, 1/ys) to the histories of trials ``idx``, dropping the oldest when full."""
+        H = self.history_size
+        full = self.hist_len[idx] == H
+        slot = torch.where(full, self.hist_start[idx], (self.hist_start[idx] + self.hist_len[idx]) % H)
+        self.old_dirs[idx, slot] = y[idx]
+        self.old_stps[idx, slot] = s[idx]
+        self.ro[idx, slot] = 1.0 / ys[idx]
+        # keep the Gram matrix S Y^T current: the new row (s_new . y_b) and column (s_a . y_new)
+        self.SY[idx, slot] = _matvec(self.old_dirs, s)[idx]
+        self.SY[idx, :, slot] = _matvec(self.old_stps, y)[idx]
+        self.hist_start[idx] = torch.where(full, (self.hist_start[idx] + 1) % H, self.hist_start[idx])
+        self.hist_len[idx] = torch.where(full, self.hist_len[idx], self.hist_len[idx] + 1)
+
+    def _two_loop(self, g: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """The direction of LBFGS's two-loop recursion, -H g, for every trial.
+
+        The recursion's coefficients al_i = ro_i s_i.q and be_i = ro_i y_i.r depend on the
+        earlier ones only through the inner products s_i.y_j, so each loop is one triangular
+        solve (forward substitution = the loop itself) over the Gram matrix, and q, r and d are
+        three matrix products: the same recursion, evaluated in a different order.
+        """
+        H = self.history_size
+        dirs, stps, H_diag = self.old_dirs, self.old_stps, self.H_diag
+        num_old = torch.where(rows, self.hist_len, 0)
+        m = int(num_old.max())
+        if m == 0:
+            return -g * H_diag[:, None]
+        pos = torch.arange(m, device=g.device)
+        perm = (self.hist_start[:, None] + pos) % H           # logical position -> slot
+        valid = pos < num_old[:, None]
+        take = lambda v: torch.gather(v, 1, perm)                 # [T, H] slot order -> [T, m]
+        ro = torch.where(valid, take(self.ro), 0.0)
+        SY = torch.gather(torch.gather(self.SY, 1, perm[:, :, None].expand(-1, -1, H)), 2,
+                          perm[:, None, :].expand(-1, m, -1))
+        SY = torch.where(valid[:, :, None] & valid[:, None, :], SY, 0.0)
+        eye = torch.eye(m, dtype=g.dtype, device=g.device)
+        to_slots = lambda v: torch.zeros(len(g), H, dtype=g.dtype, device=g.device).scatter(1, perm, v)
+        # first loop, newest to oldest: al_i = ro_i (-s_i.g - sum_{j>i} al_j s_i.y_j)
+        Sg = take(_matvec(stps, g))
+        upper = eye + ro[:, :, None] * torch.triu(SY, diagonal=1)
+        al = torch.linalg.solve_triangular(upper, (-ro * Sg)[:, :, None], upper=True).squeeze(-1)
+        q = -g - torch.bmm(to_slots(al)[:, None, :], dirs).squeeze(1)
+        r = q * H_diag[:, None]
+        # second loop, oldest to newest: be_i = ro_i (y_i.r + sum_{j<i} (al_j - be_j) s_j.y_i)
+        Yr = take(_matvec(dirs, r))
+        L = torch.tril(SY.transpose(1, 2), diagonal=-1)           # L[i, j] = s_j.y_i for j < i
+        lower = eye + ro[:, :, None] * L
+        rhs = ro * (Yr + torch.bmm(L, al[:, :, None]).squeeze(-1))
+        be = torch.linalg.solve_triangular(lower, rhs[:, :, None], upper=False).squeeze(-1)
+        return r + torch.bmm(to_slots(al - be)[:, None, :], stps).squeeze(1)
+
+    def _iterate(self, go: torch.Tensor, g: torch.Tensor) -> None:
+        """One pass of the body of LBFGS.step's while loop for the trials in ``go``."""
+        self.n_iter = self.n_iter + go.long()
+        self.total_iter = self.total_iter + go.long()
+        first = go & (self.total_iter == 1)
+        later = go & ~first
+        if later.any():
+            y = g - self.prev_flat_grad
+            s = self.d * self.t[:, None]
+            ys = (y * s).sum(-1)
+            push = later & (ys > 1e-10)
+            if push.any():
+                self._push(push.nonzero().squeeze(1), y, s, ys)
+                self.H_diag = torch.where(push, ys / (y * y).sum(-1), self.H_diag)
+            self.d = torch.where(later[:, None], self._two_loop(g, later), self.d)
+        if first.any():
+            self.d = torch.where(first[:, None], -g, self.d)
+            self.hist_len = torch.where(first, 0, self.hist_len)
+            self.hist_start = torch.where(first, 0, self.hist_start)
+            self.H_diag = torch.where(first, 1.0, self.H_diag)
+        self.prev_flat_grad = torch.where(go[:, None], g, self.prev_flat_grad)
+        self.prev_loss = torch.where(go, self.loss, self.prev_loss)
+        t_first = torch.clamp(1.0 / g.abs().sum(-1), max=1.0) * self.lr
+        self.t = torch.where(first, t_first, torch.where(go, torch.full_like(self.t, self.lr), self.t))
+        gtd = (g * self.d).sum(-1)
+        move = go & ~(gtd > -self.tolerance_change)
+        self.x = torch.where(move[:, None], self.x + self.t[:, None] * self.d, self.x)
+        # evaluate next inside this step unless it broke on gtd or reached max_iter
+        self.starts_step = torch.where(go, ~move | (self.n_iter == self.max_iter), self.starts_step)
