@@ -17,7 +17,7 @@ from __future__ import annotations
 import copy
 import time
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import pandas as pd
 import torch
@@ -116,7 +116,8 @@ def dlg_batch(models: nn.Module | Sequence[nn.Module], targets: Sequence[Sequenc
               history_size: int = 100, max_iter: int = 20, tolerance_grad: float = 1e-7,
               tolerance_change: float = 1e-9, snapshot_every: int = 10, snapshot_at: Iterable[int] = (),
               grad_threshold: float = GRAD_THRESHOLD, stop_when_converged: bool = False,
-              chunk_size: int = 64, progress: bool | None = None) -> list[AttackResult]:
+              chunk_size: int = 64, progress: bool | None = None,
+              on_result: Callable[[int, AttackResult], None] | None = None) -> list[AttackResult]:
     """Run T = len(targets) independent DLG trials at once; returns one :class:`AttackResult`
     per trial, each the same (to floating-point tolerance) as a separate run with
     ``torch.optim.LBFGS``.
@@ -124,7 +125,8 @@ def dlg_batch(models: nn.Module | Sequence[nn.Module], targets: Sequence[Sequenc
     models: one model (shared weights) or T models of one architecture (per-trial weights).
     targets: T lists of target gradients. labels / seeds / ground_truths: one value for all
     trials or a list of T (see :func:`dlg`). Trials are processed ``chunk_size`` at a time to
-    bound memory; finished trials leave the batch, so the rest run faster.
+    bound memory; finished trials leave the batch, so the rest run faster, and
+    ``on_result(index, result)`` is called as each one finishes (to save it at once).
     """
     T = len(targets)
     if T == 0:
@@ -137,17 +139,18 @@ def dlg_batch(models: nn.Module | Sequence[nn.Module], targets: Sequence[Sequenc
     bar = tqdm(total=T * iterations, desc=f"DLG x{T}", disable=not show, unit="it")
     for lo in range(0, T, chunk_size):
         sl = slice(lo, lo + chunk_size)
+        done = (lambda t, r, lo=lo: on_result(lo + t, r)) if on_result else None
         results += _run_chunk(model_list[sl] if model_list else models, targets[sl], labels[sl], seeds[sl],
                               truths[sl], image_shape, num_classes, iterations, lr, history_size, max_iter,
                               tolerance_grad, tolerance_change, snapshot_every, set(snapshot_at),
-                              grad_threshold, stop_when_converged, bar)
+                              grad_threshold, stop_when_converged, bar, done)
     bar.close()
     return results
 
 
 def _run_chunk(models, targets, labels, seeds, truths, image_shape, num_classes, iterations, lr,
                history_size, max_iter, tolerance_grad, tolerance_change, snapshot_every, snapshot_at,
-               grad_threshold, stop_when_converged, bar) -> list[AttackResult]:
+               grad_threshold, stop_when_converged, bar, on_result) -> list[AttackResult]:
     T = len(targets)
     per_trial = isinstance(models, (list, tuple))
     base = _batchnorm_without_running_stats(models[0] if per_trial else models)
@@ -221,7 +224,18 @@ def _run_chunk(models, targets, labels, seeds, truths, image_shape, num_classes,
     converged_at, diverged = [None] * T, [False] * T
     snap_at = snapshot_at | ({*range(0, iterations + 1, snapshot_every), iterations} if snapshot_every else set())
     start = time.perf_counter()
-    seconds = [0.0] * T
+    out: list[AttackResult | None] = [None] * T
+
+    def finish(t: int) -> None:
+        label = opt.x[t, nx:].view(N, num_classes).argmax(-1) if fixed[t] is None else fixed[t]
+        out[t] = AttackResult(image=images[t].cpu(), label=label.cpu(), history=pd.DataFrame(rows[t]),
+                              snapshots=snaps[t], converged=converged_at[t] is not None,
+                              diverged=diverged[t], converged_at=converged_at[t], seed=int(seeds[t]),
+                              seconds=time.perf_counter() - start)
+        bar.update(iterations - max(steps[t] - 1, 0))  # the iterations it skipped
+        if on_result is not None:
+            on_result(t, out[t])
+
     while active.any():
         idx = active.nonzero().squeeze(1)
         everyone = len(idx) == T
@@ -241,6 +255,7 @@ def _run_chunk(models, targets, labels, seeds, truths, image_shape, num_classes,
             if not finite[t]:
                 diverged[t] = True
                 active[t] = False
+                finish(t)
                 continue
             k = steps[t]
             rows[t].append({"iteration": k, "grad_distance": float(full_loss[t])})
@@ -255,8 +270,6 @@ def _run_chunk(models, targets, labels, seeds, truths, image_shape, num_classes,
                 active[t] = False
             if k > 0:
                 bar.update(1)
-            if not active[t]:
-                seconds[t] = time.perf_counter() - start
         with_truth = [t for t in recorded if truth[t] is not None]
         if with_truth:
             x = torch.stack([images[t] for t in with_truth]).clamp(0, 1).flatten(0, 1)
@@ -265,18 +278,10 @@ def _run_chunk(models, targets, labels, seeds, truths, image_shape, num_classes,
                          for name, fn in (("mse", mse), ("l1", l1), ("psnr", psnr), ("ssim", ssim))}
             for j, t in enumerate(with_truth):
                 rows[t][-1].update({name: v[j] for name, v in per_image.items()})
+        for t in recorded:
+            if not active[t]:
+                finish(t)
         opt.tick(full_loss, full_grad, active)
-    for t in range(T):
-        if diverged[t]:
-            seconds[t] = seconds[t] or time.perf_counter() - start
-            bar.update(max(0, iterations - max(steps[t] - 1, 0)))
-    out = []
-    for t in range(T):
-        label = opt.x[t, nx:].view(N, num_classes).argmax(-1) if fixed[t] is None else fixed[t]
-        out.append(AttackResult(image=images[t].cpu(), label=label.cpu(), history=pd.DataFrame(rows[t]),
-                                snapshots=snaps[t], converged=converged_at[t] is not None,
-                                diverged=diverged[t], converged_at=converged_at[t], seed=int(seeds[t]),
-                                seconds=seconds[t]))
     return out
 
 

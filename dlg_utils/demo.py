@@ -11,9 +11,13 @@ import time
 
 import torch
 
+import pandas as pd
+
+from .attack import dlg_batch, target_gradients
 from .config import ROOT, quick_mode
 from .data import load_dataset
-from .experiments import attack_trial, sweep
+from .defenses import defense_from_spec
+from .experiments import trial_row
 from .metrics import IMAGE_THRESHOLD
 from .models import LeNet, init_uniform_
 from .plotting import reconstruction_grid
@@ -32,26 +36,25 @@ def main(argv=None) -> None:
     torch.manual_seed(args.model_seed)
     model = init_uniform_(LeNet(in_channels=3, num_classes=100, image_size=32))
     data = load_dataset("samples")
-    results = {}
-
-    def run(trial: dict) -> dict:
-        row, result = attack_trial(model, data, trial["image"], trial["seed"], trial["defense"],
-                                   iterations=args.iterations, keep_history=False, progress=False)
-        results[(trial["image"], trial["seed"], trial["defense"])] = result
-        return row
-
     trials = [dict(image=i, seed=s, defense=d) for i in args.images for s in args.seeds for d in args.defenses]
+    xs = [data[t["image"]][0][None] for t in trials]
+    ys = [int(data[t["image"]][1]) for t in trials]
+    targets = [target_gradients(model, x, torch.tensor([y]), defense_from_spec(t["defense"]),
+                                torch.Generator().manual_seed(t["seed"])) for x, y, t in zip(xs, ys, trials)]
     start = time.perf_counter()
-    table = sweep(trials, run, desc="attacks")
+    out = dlg_batch(model, targets, image_shape=xs[0].shape, num_classes=100, iterations=args.iterations,
+                    seeds=[t["seed"] for t in trials], ground_truths=xs)
     wall = time.perf_counter() - start
+    results = {(t["image"], t["seed"], t["defense"]): r for t, r in zip(trials, out)}
+    table = pd.DataFrame([{**t, **trial_row(r, y, keep_history=False)} for t, r, y in zip(trials, out, ys)])
     table["recovered"] = table["mse"] < IMAGE_THRESHOLD
     cols = ["image", "seed", "defense", "grad_distance", "mse", "psnr", "ssim", "recovered",
-            "label_correct", "seconds"]
+            "label_correct", "converged_at"]
     print(f"\nDLG on LeNet (4 convs, uniform init, seed {args.model_seed}), embedded samples, "
           f"{args.iterations} L-BFGS iterations; recovered = image MSE < {IMAGE_THRESHOLD:g}")
     print(table[cols].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     iters_per_s = sum(r.history["iteration"].iloc[-1] for r in results.values()) / wall
-    print(f"\n{len(trials)} attacks in {wall:.1f} s ({iters_per_s:.1f} iterations/s) on "
+    print(f"\n{len(trials)} attacks, batched, in {wall:.1f} s ({iters_per_s:.1f} trial-iterations/s) on "
           f"{torch.get_num_threads()} CPU threads, {platform.processor() or platform.machine()}")
 
     image = args.images[0]

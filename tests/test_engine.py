@@ -151,3 +151,24 @@ def test_stop_when_converged_leaves_the_batch_early(lenet, samples):
     r = dlg(lenet, grads, image_shape=x.shape, num_classes=100, iterations=400, seed=0, stop_when_converged=True,
             progress=False)
     assert r.converged and len(r.history) == r.converged_at + 1 < 401
+
+
+def test_resnet_batchnorm_under_vmap(samples):
+    """Eval mode uses the running statistics; train mode the dummy batch's own statistics,
+    without touching the model's running statistics."""
+    from dlg_utils.models import resnet18
+
+    torch.manual_seed(0)
+    model = resnet18(num_classes=17).eval()
+    x = torch.stack([samples[0][0], samples[3][0]])
+    y = torch.tensor([samples[0][1], samples[3][1]])
+    r = dlg(model, target_gradients(model, x[:1], y[:1]), image_shape=x[:1].shape, num_classes=17,
+            iterations=2, seed=0, ground_truth=x[:1], progress=False, max_iter=3)
+    assert len(r.history) == 3 and not r.diverged
+    model.train()
+    before = model.bn1.running_mean.clone()
+    grads = target_gradients(model, x, y)  # the client's step in train mode moves the stats ...
+    moved = model.bn1.running_mean.clone()
+    assert not torch.equal(before, moved)
+    r = dlg(model, grads, image_shape=x.shape, num_classes=17, iterations=2, seed=0, progress=False, max_iter=3)
+    assert len(r.history) == 3 and torch.equal(model.bn1.running_mean, moved)  # ... the attack does not

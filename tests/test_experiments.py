@@ -39,3 +39,33 @@ def test_attack_trial_row(lenet, samples, tmp_path):
                tmp_path / "a.jsonl")
     h = expand_histories(df)
     assert len(h) == 3 and set(h["defense"]) == {"sparsity:0.4"} and df["label_correct"].all()
+
+
+def test_attack_sweep_batches_saves_each_trial_and_resumes(lenet, samples, tmp_path, monkeypatch):
+    import dlg_utils.experiments as ex
+
+    batches = []
+    real = ex.dlg_batch
+
+    def counting(model, targets, **kw):
+        batches.append(len(targets))
+        return real(model, targets, **kw)
+
+    monkeypatch.setattr(ex, "dlg_batch", counting)
+    path = tmp_path / "attacks.jsonl"
+    trials = [{"image": i, "seed": s, "defense": d} for i in (0, 12) for s in (0, 1) for d in ("none", "uniform:16")]
+    trials[1]["label_mode"] = "idlg"
+    df = ex.attack_sweep(trials, lenet, samples, path, iterations=3, chunk_size=3)
+    assert batches == [8] and len(load_rows(path)) == 8
+    assert df[["image", "seed", "defense"]].to_dict("records") == [
+        {k: t[k] for k in ("image", "seed", "defense")} for t in trials]
+    assert df["label_correct"].iloc[1] and (df["iterations_run"] == 3).all()
+    # lose two finished trials (an interruption): only those run again
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join(lines[:6]) + "\n")
+    again = ex.attack_sweep(trials, lenet, samples, path, iterations=3)
+    assert batches == [8, 2] and len(load_rows(path)) == 8
+    kept = {json.loads(line)["trial"] for line in lines[:6]}
+    before, after = df.set_index("trial"), again.set_index("trial")
+    assert set(after.index) == set(before.index)
+    assert (after.loc[list(kept), "grad_distance"] == before.loc[list(kept), "grad_distance"]).all()

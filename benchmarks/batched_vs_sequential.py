@@ -1,0 +1,94 @@
+"""Throughput of the batched DLG engine against the reference loop (one trial at a time,
+torch.optim.LBFGS), on the same trials in one process. Prints trials/s, time per iteration,
+the ratio, the success rate of each way and peak memory.
+
+    python benchmarks/batched_vs_sequential.py --trials 64 --iterations 300
+"""
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from reference_dlg import reference_dlg  # noqa: E402
+
+from dlg_utils.attack import dlg_batch, target_gradients  # noqa: E402
+from dlg_utils.data import load_dataset  # noqa: E402
+from dlg_utils.metrics import IMAGE_THRESHOLD, mse  # noqa: E402
+from dlg_utils.models import LeNet, init_uniform_  # noqa: E402
+
+
+def peak_rss_mb() -> float:
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def reset_peak() -> None:
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--trials", type=int, default=64)
+    p.add_argument("--iterations", type=int, default=300)
+    p.add_argument("--chunk-size", type=int, default=64)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = p.parse_args()
+    device = torch.device(args.device)
+
+    data = load_dataset("samples")
+    torch.manual_seed(0)
+    model = init_uniform_(LeNet(3, 100, 32)).to(device)
+    trials = [(i % len(data), i) for i in range(args.trials)]  # (image, seed)
+    xs = [data[i][0][None].to(device) for i, _ in trials]
+    targets = [target_gradients(model, x, torch.tensor([data[i][1]], device=device)) for x, (i, _) in zip(xs, trials)]
+    print(f"{args.trials} DLG trials (LeNet, 3x32x32 embedded images, {args.iterations} L-BFGS iterations), "
+          f"{device}, {torch.get_num_threads()} threads, torch {torch.__version__}, {platform.machine()}")
+
+    reset_peak()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    ok_seq = 0
+    for x, target, (_, seed) in zip(xs, targets, trials):
+        image, *_ = reference_dlg(model, target, x.shape, 100, args.iterations, seed=seed)
+        ok_seq += int(float(mse(image.clamp(0, 1), x)[0]) < IMAGE_THRESHOLD)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    seq = time.perf_counter() - start
+    seq_mem = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else peak_rss_mb()
+
+    reset_peak()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    results = dlg_batch(model, targets, image_shape=xs[0].shape, num_classes=100, iterations=args.iterations,
+                        seeds=[s for _, s in trials], chunk_size=args.chunk_size, snapshot_every=0, progress=False)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    bat = time.perf_counter() - start
+    bat_mem = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else peak_rss_mb()
+    ok_bat = sum(int(float(mse(r.image.to(device).clamp(0, 1), x)[0]) < IMAGE_THRESHOLD) for r, x in zip(results, xs))
+
+    mem = "peak GPU memory" if device.type == "cuda" else "peak resident memory"
+    T, n = args.trials, args.iterations
+    print(f"{'way':<22}{'seconds':>9}{'trials/s':>10}{'ms/iteration/trial':>20}{'success':>9}{mem:>22}")
+    print(f"{'one at a time':<22}{seq:9.1f}{T / seq:10.3f}{1e3 * seq / (T * n):20.2f}{ok_seq / T:9.2f}{seq_mem:19.0f} MB")
+    print(f"{'batched (chunk ' + str(args.chunk_size) + ')':<22}{bat:9.1f}{T / bat:10.3f}{1e3 * bat / (T * n):20.2f}"
+          f"{ok_bat / T:9.2f}{bat_mem:19.0f} MB")
+    print(f"throughput ratio: {seq / bat:.1f}x")
+
+
+if __name__ == "__main__":
+    main()
