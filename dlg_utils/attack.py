@@ -136,7 +136,7 @@ def dlg_batch(models: nn.Module | Sequence[nn.Module], targets: Sequence[Sequenc
     model_list = _trial_list(models, T, "models") if isinstance(models, (list, tuple)) else None
     results = []
     show = progress_enabled() if progress is None else progress
-    bar = tqdm(total=T * iterations, desc=f"DLG x{T}", disable=not show, unit="it")
+    bar = tqdm(total=T * iterations, desc=f"DLG x{T}", disable=not show, unit="it", mininterval=2)
     for lo in range(0, T, chunk_size):
         sl = slice(lo, lo + chunk_size)
         done = (lambda t, r, lo=lo: on_result(lo + t, r)) if on_result else None

@@ -48,6 +48,7 @@ def main(argv=None) -> None:
     results = {(t["image"], t["seed"], t["defense"]): r for t, r in zip(trials, out)}
     table = pd.DataFrame([{**t, **trial_row(r, y, keep_history=False)} for t, r, y in zip(trials, out, ys)])
     table["recovered"] = table["mse"] < IMAGE_THRESHOLD
+    table["converged_at"] = table["converged_at"].astype("Int64")  # <NA>: never below 1e-4
     cols = ["image", "seed", "defense", "grad_distance", "mse", "psnr", "ssim", "recovered",
             "label_correct", "converged_at"]
     print(f"\nDLG on LeNet (4 convs, uniform init, seed {args.model_seed}), embedded samples, "
