@@ -188,8 +188,8 @@ def _run_chunk(models, targets, labels, seeds, truths, image_shape, num_classes,
             y = torch.randn((N, num_classes), generator=gen).flatten()
             fixed.append(None)
         else:
-            lab = torch.tensor([idlg_label([g[i] for g in [targets[t]] for i in range(len(names))])]) \
-                if isinstance(lab, str) and lab == "idlg" else torch.as_tensor(lab).long().reshape(-1)
+            lab = torch.tensor([idlg_label(targets[t])]) if isinstance(lab, str) and lab == "idlg" \
+                else torch.as_tensor(lab).long().reshape(-1)
             if len(lab) != N:
                 raise ValueError(f"{len(lab)} labels for a batch of {N}")
             y = torch.zeros(ny)

@@ -23,6 +23,12 @@ def _finite(g: torch.Tensor) -> torch.Tensor:
     return g
 
 
+def _nonnegative(value, name: str) -> float:
+    if not float(value) >= 0:  # also rejects NaN
+        raise ValueError(f"{name} must be >= 0, got {value!r}")
+    return float(value)
+
+
 def _levels(levels) -> int:
     if isinstance(levels, bool) or int(levels) != levels or levels < 2:
         raise ValueError(f"levels must be an integer >= 2, got {levels!r}")
@@ -129,9 +135,7 @@ class GaussianNoise(Defense):
     std: float
 
     def __post_init__(self):
-        if not float(self.std) >= 0:
-            raise ValueError(f"std must be >= 0, got {self.std!r}")
-        self.std = float(self.std)
+        self.std = _nonnegative(self.std, "std")
         self.name = f"gaussian:{self.std:g}"
 
     def one(self, g, generator):
@@ -145,9 +149,7 @@ class LaplacianNoise(Defense):
     scale: float
 
     def __post_init__(self):
-        if not float(self.scale) >= 0:
-            raise ValueError(f"scale must be >= 0, got {self.scale!r}")
-        self.scale = float(self.scale)
+        self.scale = _nonnegative(self.scale, "scale")
         self.name = f"laplacian:{self.scale:g}"
 
     def one(self, g, generator):

@@ -20,7 +20,7 @@ from .defenses import defense_from_spec
 from .experiments import trial_row
 from .metrics import IMAGE_THRESHOLD
 from .models import LeNet, init_uniform_
-from .plotting import reconstruction_grid
+from .plotting import reconstruction_grid, save_figure
 
 
 def main(argv=None) -> None:
@@ -65,8 +65,8 @@ def main(argv=None) -> None:
     its = sorted({*range(0, args.iterations + 1, step), args.iterations} & set(rows[0][1].snapshots))
     title = (f"DLG on LeNet, embedded sample {image} ({data.classes[int(data[image][1])]}), "
              f"{args.iterations} iterations, 1 trial per row")
-    reconstruction_grid(rows, truth=truth, iterations=its, title=title, path=args.figure)
-    print(f"figure: {(ROOT / 'images' / args.figure).relative_to(ROOT)}")
+    fig = reconstruction_grid(rows, truth=truth, iterations=its, title=title)
+    print(f"figure: {save_figure(fig, args.figure).relative_to(ROOT)}")
 
 
 if __name__ == "__main__":

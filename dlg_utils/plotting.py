@@ -11,7 +11,7 @@ import seaborn as sns
 import torch
 
 from .attack import AttackResult
-from .config import IMAGES_DIR
+from .config import IMAGES_DIR, quick_mode
 
 
 def _show(ax, image: torch.Tensor) -> None:
@@ -52,10 +52,7 @@ def reconstruction_grid(rows: Sequence[tuple[str, AttackResult]], truth: torch.T
         axes[r, 0].set_ylabel(label, fontsize=8, rotation=0, ha="right", va="center")
     if title:
         fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    if path is not None:
-        save_figure(fig, path)
-    return fig
+    return _finish(fig, path)
 
 
 def metric_curves(history: pd.DataFrame, metric: str = "l1", hue: str = "defense",
@@ -75,6 +72,10 @@ def metric_curves(history: pd.DataFrame, metric: str = "l1", hue: str = "defense
         ax.set_yscale("log")
     if title:
         ax.set_title(title, fontsize=9)
+    return _finish(fig, path)
+
+
+def _finish(fig: plt.Figure, path: str | Path | None) -> plt.Figure:
     fig.tight_layout()
     if path is not None:
         save_figure(fig, path)
@@ -82,10 +83,11 @@ def metric_curves(history: pd.DataFrame, metric: str = "l1", hue: str = "defense
 
 
 def save_figure(fig: plt.Figure, path: str | Path, dpi: int = 150) -> Path:
-    """Save into ``images/`` (a bare file name) or to ``path``; returns the path."""
+    """Save into ``images/`` (a bare file name; ``images/quick/`` in quick mode, so that a quick
+    run never overwrites a committed full-run figure) or to ``path``; returns the path."""
     path = Path(path)
     if path.parent == Path("."):
-        path = IMAGES_DIR / path
+        path = (IMAGES_DIR / "quick" if quick_mode() else IMAGES_DIR) / path
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=dpi, bbox_inches="tight")
     return path
