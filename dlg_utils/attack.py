@@ -212,7 +212,14 @@ def _run_chunk(models, targets, labels, seeds, truths, image_shape, num_classes,
         g = grad(loss_fn)(p, x, probs)
         return sum(F.mse_loss(g[n], target_t[n], reduction="sum") for n in names)
 
-    evaluate = vmap(grad_and_value(distance), in_dims=(0, 0, 0, 0, 0 if per_trial else None))
+    one = grad_and_value(distance)
+    many = vmap(one, in_dims=(0, 0, 0, 0, 0 if per_trial else None))
+
+    def evaluate(flat, learn_t, onehot_t, target_t, p):
+        if len(flat) > 1 or per_trial:
+            return many(flat, learn_t, onehot_t, target_t, p)
+        g, value = one(flat[0], learn_t[0], onehot_t[0], {n: v[0] for n, v in target_t.items()}, p)
+        return g[None], value[None]  # a lone trial skips vmap's overhead
 
     opt = BatchedLBFGS(flat0, lr=lr, max_iter=max_iter, tolerance_grad=tolerance_grad,
                        tolerance_change=tolerance_change, history_size=history_size)
