@@ -233,7 +233,92 @@ the failure mode seed 002 counts (it reports a 0.68 success rate for LeNet on CI
 a single run per image says little about leakage. On LeNet the image error falls together
 with the gradient distance, as seed 002 reports for LeNet (and not for ResNet-18)."""),
     ],
+    "03_defenses_vs_dlg.ipynb": [
+        md("""
+# 3. Defenses against DLG (seed 000 Fig. 3, 5a, 5b)
 
+DLG against one embedded photo through each gradient defense, for several dummy seeds (each
+seed also draws the randomness of the random defenses, once per shared gradient). Seed 000
+uses 100 L-BFGS iterations and the DLG LeNet; curves are the mean over seeds with a 95%
+bootstrap band, not one run. The DLG paper's own defenses (Gaussian and Laplacian noise, half
+precision) are extra rows."""),
+        code(SETUP),
+        code("""
+from dlg_utils import LeNet, init_uniform_, load_dataset, target_gradients
+from dlg_utils.attack import dlg_batch
+from dlg_utils.defenses import defense_from_spec
+from dlg_utils.plotting import reconstruction_grid, metric_curves, save_figure
+
+IMAGE, MODEL_SEED = 0, 0
+ITERATIONS = 10 if QUICK else 100
+SEEDS = list(range(1 if QUICK else 5))
+DEFENSES = ["none", "uniform:120", "uniform:40", "uniform:20", "stochastic:120", "stochastic:40", "stochastic:20",
+            "sparsity:0.1", "sparsity:0.2", "sparsity:0.3", "gaussian:0.0001", "gaussian:0.01",
+            "laplacian:0.0001", "laplacian:0.01", "half"]
+data = load_dataset("samples")
+torch.manual_seed(MODEL_SEED)
+model = init_uniform_(LeNet(3, 100, 32))
+x, y = data[IMAGE]
+trials = [(d, s) for d in DEFENSES for s in SEEDS]
+targets = [target_gradients(model, x[None], torch.tensor([y]), defense_from_spec(d), torch.Generator().manual_seed(s))
+           for d, s in trials]
+results = dlg_batch(model, targets, image_shape=x[None].shape, num_classes=100, iterations=ITERATIONS,
+                    seeds=[s for _, s in trials], ground_truths=x[None])
+by = {t: r for t, r in zip(trials, results)}
+history = pd.concat([r.history.assign(defense=d, seed=s) for (d, s), r in by.items()])
+setting = f"LeNet, embedded image {IMAGE} ({data.classes[y]}), {ITERATIONS} iterations"
+print(f"{len(trials)} attacks: {setting}, seeds {SEEDS}")"""),
+        code("""
+its = list(range(0, ITERATIONS + 1, max(1, ITERATIONS // 10)))
+rows = lambda specs: [(d, by[(d, SEEDS[0])]) for d in specs]
+reconstruction_grid(rows(["none", "uniform:120", "uniform:40", "uniform:20"]), truth=x, iterations=its,
+                    title=f"Fig. 3: DLG through uniform quantization, {setting}, seed {SEEDS[0]}",
+                    path="fig3_uniform_levels_grid.png");"""),
+        code("""
+reconstruction_grid(rows(["stochastic:120", "stochastic:40", "stochastic:20"]), truth=x, iterations=its,
+                    title=f"DLG through stochastic rounding, {setting}, seed {SEEDS[0]}",
+                    path="fig3_stochastic_levels_grid.png");"""),
+        code("""
+fig, axes = plt.subplots(1, 2, figsize=(12, 3.8), sharey=True)
+for ax, specs, name in [(axes[0], ["none", "sparsity:0.1", "sparsity:0.2", "sparsity:0.3"], "5a: sparsity"),
+                        (axes[1], ["none", "uniform:120", "uniform:40", "uniform:20"], "5b: uniform levels")]:
+    metric_curves(history[history["defense"].isin(specs)], "l1", "defense", ax=ax,
+                  title=f"Fig. {name} - L1 per iteration, mean of {len(SEEDS)} seeds, 95% band")
+fig.suptitle(setting, fontsize=10)
+fig.tight_layout()
+save_figure(fig, "fig5_l1_sparsity_and_uniform_levels.png");"""),
+        code("""
+extra = ["half", "gaussian:0.0001", "gaussian:0.01", "laplacian:0.0001", "laplacian:0.01"]
+reconstruction_grid(rows(extra), truth=x, iterations=its,
+                    title=f"DLG paper's defenses (noise, half precision), {setting}, seed {SEEDS[0]}",
+                    path="dlg_paper_defenses_grid.png")
+fig, ax = plt.subplots(figsize=(6, 3.8))
+metric_curves(history[history["defense"].isin(["none", "stochastic:20"] + extra)], "l1", "defense", ax=ax,
+              title=f"L1 per iteration, mean of {len(SEEDS)} seeds, {setting}")
+save_figure(fig, "dlg_paper_defenses_l1.png");"""),
+        code("""
+final = history[history["iteration"] == history.groupby(["defense", "seed"])["iteration"].transform("max")]
+summary = final.groupby("defense", sort=False).agg(
+    l1=("l1", "mean"), mse=("mse", "mean"), psnr=("psnr", "mean"), ssim=("ssim", "mean"),
+    recovered=("mse", lambda m: f"{int((m < 1e-3).sum())}/{len(m)}"), grad_distance=("grad_distance", "median"))
+summary.round(4)"""),
+        md("""
+**What to see** (committed full run: 15 defenses x 5 dummy seeds, 100 iterations, one
+photo, LeNet with DLG's uniform init). Fig. 3 reproduces seed 000's ordering: with 120 levels
+the photo comes back almost as well as without a defense (final L1 0.062 vs 0.031, SSIM 0.70
+vs 0.82), with 40 levels it is heavily distorted (SSIM 0.42) and with 20 levels nothing
+recognisable remains (SSIM 0.21). Stochastic rounding at the same number of levels protects
+a little more than uniform rounding (SSIM 0.63 / 0.33 / 0.13 at 120 / 40 / 20). Fig. 5a
+agrees with seed 000 and DLG that pruning 10% leaks nearly everything (L1 0.045), 20% still
+leaks a blurred image (0.096), 30% stops the reconstruction (0.19); Fig. 5b shows the same
+threshold-like behaviour for levels. Of the DLG paper's defenses, half precision and noise of
+scale 1e-4 change nothing (SSIM 0.82), noise of scale 1e-2 stops the attack (SSIM 0.22 and
+0.12). After only 100 iterations no run, not even the undefended one, reaches an image MSE
+below 1e-3 (the undefended mean is 3.6e-3, PSNR 24.5 dB; notebook 2 shows it gets there by
+about iteration 120): seed 000's 100-iteration budget measures how fast a defense slows the
+attack, not whether the attack finally succeeds. Curves are means over 5 seeds with 95%
+bootstrap bands, on one embedded photo rather than CIFAR-10."""),
+    ],
 }
 
 
