@@ -64,8 +64,8 @@ def idlg_label(target_grads: Sequence[torch.Tensor]) -> int:
 
 
 def gradient_distance(dummy_grads: Iterable[torch.Tensor], target_grads: Iterable[torch.Tensor]) -> torch.Tensor:
-    """DLG's objective: the sum over layers of the squared differences."""
-    return sum(((d - t) ** 2).sum() for d, t in zip(dummy_grads, target_grads))
+    """DLG's objective: the sum over layers of the squared differences (fused per layer)."""
+    return sum(F.mse_loss(d, t, reduction="sum") for d, t in zip(dummy_grads, target_grads))
 
 
 @dataclass
@@ -210,7 +210,7 @@ def _run_chunk(models, targets, labels, seeds, truths, image_shape, num_classes,
         x = flat[:nx].view(shape)
         probs = torch.where(learn_t, F.softmax(flat[nx:].view(N, num_classes), -1), onehot_t)
         g = grad(loss_fn)(p, x, probs)
-        return sum(F.mse_loss(g[n], target_t[n], reduction="sum") for n in names)
+        return gradient_distance([g[n] for n in names], [target_t[n] for n in names])
 
     one = grad_and_value(distance)
     many = vmap(one, in_dims=(0, 0, 0, 0, 0 if per_trial else None))

@@ -1,12 +1,8 @@
-import os
-
 import pytest
 import torch
 
-os.environ.setdefault("DLG_PROGRESS", "0")
-
-from dlg_utils.data import load_dataset  # noqa: E402
-from dlg_utils.models import LeNet, init_uniform_  # noqa: E402
+from dlg_utils.data import load_dataset
+from dlg_utils.models import LeNet, init_uniform_
 
 
 @pytest.fixture(scope="session")
