@@ -7,6 +7,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 IMAGES_DIR = ROOT / "images"
 CHECKPOINTS_DIR = ROOT / "checkpoints"
+RESULTS_DIR = ROOT / "results"
 
 
 def quick_mode() -> bool:
@@ -20,3 +21,14 @@ def quick_mode() -> bool:
 def progress_enabled() -> bool:
     """Progress bars are on unless ``DLG_PROGRESS=0``."""
     return os.environ.get("DLG_PROGRESS", "1").strip().lower() not in ("0", "false", "no")
+
+
+def output_path(name: str | Path, folder: Path = IMAGES_DIR) -> Path:
+    """Where a run writes ``name``: a bare file name goes into ``folder`` (``images/`` by
+    default), or into ``folder/quick/`` in quick mode, so that a quick run never overwrites or
+    reuses a full run's output; a path with a folder is used as it is."""
+    path = Path(name)
+    if path.parent == Path("."):
+        path = (folder / "quick" if quick_mode() else folder) / path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path

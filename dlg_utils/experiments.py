@@ -78,10 +78,12 @@ def sweep(trials: Iterable[dict], run: Callable[[dict], dict], path: str | Path 
     return store.frame(trials)
 
 
-def expand_histories(rows: pd.DataFrame, keep: Iterable[str] = ("image", "seed", "defense")) -> pd.DataFrame:
-    """A tidy per-iteration table from a sweep whose rows carry a ``history`` list."""
+def expand_histories(rows: pd.DataFrame, keep: Iterable[str] = ("image", "seed", "defense", "model"),
+                     column: str = "history") -> pd.DataFrame:
+    """A tidy table from a sweep whose rows carry a list of records in ``column`` (an attack's
+    per-iteration ``history``, a training run's per-epoch ``curve``), with the ``keep`` columns."""
     keep = [c for c in keep if c in rows.columns]
-    parts = [pd.DataFrame(r["history"]).assign(**{c: r[c] for c in keep}) for _, r in rows.iterrows()]
+    parts = [pd.DataFrame(r[column]).assign(**{c: r[c] for c in keep}) for _, r in rows.iterrows()]
     return pd.concat(parts, ignore_index=True)
 
 
@@ -118,12 +120,13 @@ def attack_sweep(trials: Iterable[dict], models: nn.Module | dict[str, nn.Module
         by_model.setdefault(t.get("model"), []).append((k, t))
     for name, group in by_model.items():
         model = models[name] if isinstance(models, dict) else models
+        device = next(model.parameters()).device
         xs, ys, targets, labels = [], [], [], []
         for _, t in group:
             x, y = dataset[t["image"]]
-            x, y = x[None], torch.tensor([int(y)])
+            x, y = x[None].to(device), torch.tensor([int(y)], device=device)
             grads = target_gradients(model, x, y, defense_from_spec(t.get("defense", "none")),
-                                     torch.Generator().manual_seed(t["seed"]))
+                                     torch.Generator(device).manual_seed(t["seed"]))
             xs.append(x), ys.append(int(y)), targets.append(grads)
             labels.append(None if t.get("label_mode", "dlg") == "dlg" else idlg_label(grads))
 
@@ -143,8 +146,9 @@ def attack_trial(model: nn.Module, dataset: Dataset, image: int, seed: int, defe
     """Attack image ``image`` of ``dataset`` through ``defense`` with dummy seed ``seed`` (which
     also draws the defense's randomness); returns (summary row, AttackResult)."""
     x, y = dataset[image]
-    x, y = x[None], torch.tensor([int(y)])
-    grads = target_gradients(model, x, y, defense_from_spec(defense), torch.Generator().manual_seed(seed))
+    device = next(model.parameters()).device
+    x, y = x[None].to(device), torch.tensor([int(y)], device=device)
+    grads = target_gradients(model, x, y, defense_from_spec(defense), torch.Generator(device).manual_seed(seed))
     label = None if label_mode == "dlg" else idlg_label(grads)
     result = dlg(model, grads, image_shape=x.shape, num_classes=grads[-1].shape[0], iterations=iterations,
                  label=label, seed=seed, ground_truth=x, **dlg_kwargs)

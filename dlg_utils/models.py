@@ -50,14 +50,31 @@ RESNETS = {18: torchvision.models.resnet18, 34: torchvision.models.resnet34,
            152: torchvision.models.resnet152}
 
 
-def resnet(depth: int, num_classes: int, in_channels: int = 3) -> nn.Module:
-    """A torchvision ResNet of the given depth (no pretrained weights) for any input channels."""
+ACTIVATIONS = {"relu": lambda: nn.ReLU(inplace=True), "sigmoid": nn.Sigmoid}
+
+
+def resnet(depth: int, num_classes: int, in_channels: int = 3, activation: str = "relu") -> nn.Module:
+    """A torchvision ResNet of the given depth (no pretrained weights) for any input channels.
+
+    ``activation="sigmoid"`` replaces every ReLU by a sigmoid, as DLG's code does for its
+    models: ReLU's second derivative is zero almost everywhere, so the DLG objective of a ReLU
+    network is piecewise smooth in the dummy image, with kinks wherever a unit switches.
+    """
     if depth not in RESNETS:
         raise ValueError(f"ResNet depth must be one of {sorted(RESNETS)}, got {depth}")
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
     model = RESNETS[depth](weights=None, num_classes=num_classes)
     if in_channels != 3:
         model.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
+    if activation != "relu":
+        for module in list(model.modules()):
+            for name, child in module.named_children():
+                if isinstance(child, nn.ReLU):
+                    setattr(module, name, ACTIVATIONS[activation]())
     model.config = dict(depth=depth, num_classes=num_classes, in_channels=in_channels)
+    if activation != "relu":
+        model.config["activation"] = activation
     return model
 
 

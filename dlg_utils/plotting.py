@@ -11,7 +11,7 @@ import seaborn as sns
 import torch
 
 from .attack import AttackResult
-from .config import IMAGES_DIR, quick_mode
+from .config import output_path
 
 
 def _show(ax, image: torch.Tensor) -> None:
@@ -85,9 +85,6 @@ def _finish(fig: plt.Figure, path: str | Path | None) -> plt.Figure:
 def save_figure(fig: plt.Figure, path: str | Path, dpi: int = 150) -> Path:
     """Save into ``images/`` (a bare file name; ``images/quick/`` in quick mode, so that a quick
     run never overwrites a committed full-run figure) or to ``path``; returns the path."""
-    path = Path(path)
-    if path.parent == Path("."):
-        path = (IMAGES_DIR / "quick" if quick_mode() else IMAGES_DIR) / path
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = output_path(path)
     fig.savefig(path, dpi=dpi, bbox_inches="tight")
     return path

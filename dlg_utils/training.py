@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import datetime
 from pathlib import Path
+from typing import Sequence
 
 import pandas as pd
 import torch
@@ -71,16 +72,22 @@ def train(model: nn.Module, train_data: Dataset, test_data: Dataset, epochs: int
           defense: Defense | str | None = None, *, lr: float = 0.1, momentum: float = 0.9,
           weight_decay: float = 5e-4, batch_size: int = 128, seed: int = 0,
           max_batches: int | None = None, checkpoint_dir: str | Path | None = None,
-          run_name: str = "model", dataset_name: str = "", progress: bool | None = None
-          ) -> pd.DataFrame:
+          run_name: str = "model", dataset_name: str = "", checkpoint_steps: Sequence[int] = (),
+          progress: bool | None = None) -> pd.DataFrame:
     """Train with SGD and cross-entropy (seed 000: lr 0.1, momentum 0.9, weight decay 5e-4,
     batch 128), replacing every parameter gradient by ``defense(gradients)`` before each
     ``optimizer.step()``. Returns one row per epoch: epoch, train_loss, test_loss,
     test_accuracy. With ``checkpoint_dir``, saves ``{run_name}_{start,middle,converged}.pt`` at
-    epoch 0, epochs // 2 and the last epoch. ``max_batches`` caps batches per epoch.
+    epoch 0, epochs // 2 and the last epoch, and ``{run_name}_step{n}.pt`` after optimizer step
+    ``n`` for each ``n`` in ``checkpoint_steps`` (seed 000 appendix C attacks a model after 5
+    steps). ``max_batches`` caps batches per epoch.
     """
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
+    if any(int(n) < 1 for n in checkpoint_steps):
+        raise ValueError(f"checkpoint_steps must be >= 1, got {list(checkpoint_steps)}")
+    if checkpoint_steps and checkpoint_dir is None:
+        raise ValueError("checkpoint_steps needs a checkpoint_dir")
     defense = defense_from_spec(defense)
     device = next(model.parameters()).device
     torch.manual_seed(seed)
@@ -96,17 +103,16 @@ def train(model: nn.Module, train_data: Dataset, test_data: Dataset, epochs: int
     stage_at = {0: "start", max(1, epochs // 2): "middle", epochs: "converged"}
     show = progress_enabled() if progress is None else progress
 
-    def checkpoint(epoch: int, test_loss: float, test_accuracy: float) -> None:
-        if checkpoint_dir is not None and epoch in stage_at:
-            save_checkpoint(Path(checkpoint_dir) / f"{run_name}_{stage_at[epoch]}.pt", model,
-                            stage=stage_at[epoch], epoch=epoch, epochs=epochs, dataset=dataset_name,
-                            defense=defense.name, test_loss=test_loss, test_accuracy=test_accuracy,
-                            lr=lr, momentum=momentum, weight_decay=weight_decay, batch_size=batch_size,
-                            seed=seed, max_batches=max_batches)
+    def checkpoint(stage: str, epoch: int, step: int, scores: tuple[float, float] | None = None) -> None:
+        test_loss, test_accuracy = scores or evaluate(model, test_loader)
+        save_checkpoint(Path(checkpoint_dir) / f"{run_name}_{stage}.pt", model, stage=stage, epoch=epoch,
+                        step=step, epochs=epochs, dataset=dataset_name, defense=defense.name,
+                        test_loss=test_loss, test_accuracy=test_accuracy, lr=lr, momentum=momentum,
+                        weight_decay=weight_decay, batch_size=batch_size, seed=seed, max_batches=max_batches)
 
     if checkpoint_dir is not None:
-        checkpoint(0, *evaluate(model, test_loader))
-    rows = []
+        checkpoint("start", 0, 0)
+    rows, step = [], 0
     for epoch in tqdm(range(1, epochs + 1), desc=f"train {run_name}", disable=not show):
         model.train()
         total, count = 0.0, 0
@@ -124,10 +130,14 @@ def train(model: nn.Module, train_data: Dataset, test_data: Dataset, epochs: int
             for p, g in zip(params, defense([p.grad for p in params], noise)):
                 p.grad = g
             optimizer.step()
+            step += 1
+            if step in checkpoint_steps:
+                checkpoint(f"step{step}", epoch, step)
             total += float(loss.detach()) * len(y)
             count += len(y)
         test_loss, test_accuracy = evaluate(model, test_loader)
         rows.append({"epoch": epoch, "train_loss": total / count, "test_loss": test_loss,
                      "test_accuracy": test_accuracy})
-        checkpoint(epoch, test_loss, test_accuracy)
+        if checkpoint_dir is not None and epoch in stage_at:
+            checkpoint(stage_at[epoch], epoch, step, (test_loss, test_accuracy))
     return pd.DataFrame(rows)

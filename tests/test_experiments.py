@@ -69,3 +69,13 @@ def test_attack_sweep_batches_saves_each_trial_and_resumes(lenet, samples, tmp_p
     before, after = df.set_index("trial"), again.set_index("trial")
     assert set(after.index) == set(before.index)
     assert (after.loc[list(kept), "grad_distance"] == before.loc[list(kept), "grad_distance"]).all()
+
+
+def test_expand_histories_takes_any_record_column():
+    import pandas as pd
+    runs = pd.DataFrame([{"defense": "none", "curve": [{"epoch": 1, "acc": 0.5}, {"epoch": 2, "acc": 0.7}]},
+                         {"defense": "uniform:16", "curve": [{"epoch": 1, "acc": 0.4}]}])
+    tidy = expand_histories(runs, keep=["defense"], column="curve")
+    assert tidy.to_dict("records") == [{"epoch": 1, "acc": 0.5, "defense": "none"},
+                                       {"epoch": 2, "acc": 0.7, "defense": "none"},
+                                       {"epoch": 1, "acc": 0.4, "defense": "uniform:16"}]

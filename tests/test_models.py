@@ -49,3 +49,19 @@ def test_architecture_round_trip():
         rebuilt = build_model(architecture(m))
         assert architecture(rebuilt) == architecture(m)
         assert n_params(rebuilt) == n_params(m)
+
+
+def test_resnet_sigmoid_activation_replaces_every_relu():
+    m = resnet(18, 10, activation="sigmoid")
+    assert not any(isinstance(x, torch.nn.ReLU) for x in m.modules())
+    assert sum(isinstance(x, torch.nn.Sigmoid) for x in m.modules()) == 1 + 8  # stem + one per block
+    x = torch.rand(2, 3, 32, 32)
+    torch.manual_seed(0)
+    relu = resnet(18, 10).eval()
+    torch.manual_seed(0)
+    sig = resnet(18, 10, activation="sigmoid").eval()
+    assert not torch.allclose(relu(x), sig(x))  # same weights, a different function
+    rebuilt = build_model(architecture(sig))
+    assert architecture(rebuilt)["config"]["activation"] == "sigmoid"
+    with pytest.raises(ValueError, match="activation"):
+        resnet(18, 10, activation="tanh")

@@ -26,3 +26,13 @@ def test_metric_curves(tmp_path):
     assert (tmp_path / "c.png").exists() and len(fig.axes[0].lines) >= 2
     with pytest.raises(ValueError, match="column"):
         metric_curves(h, "psnr")
+
+
+def test_output_path_keeps_quick_runs_apart(tmp_path, monkeypatch):
+    from dlg_utils.config import output_path
+    monkeypatch.setenv("DLG_QUICK", "1")
+    assert output_path("a.csv", tmp_path) == tmp_path / "quick" / "a.csv"
+    monkeypatch.setenv("DLG_QUICK", "0")
+    assert output_path("a.csv", tmp_path) == tmp_path / "a.csv"
+    assert output_path(tmp_path / "x" / "b.png") == tmp_path / "x" / "b.png"
+    assert (tmp_path / "x").is_dir() and (tmp_path / "quick").is_dir()

@@ -58,3 +58,22 @@ def test_bad_training_input(fashion):
         train(LeNet(3, 10, 28), Subset(fashion[0], range(8)), Subset(fashion[1], range(8)), epochs=1)
     with pytest.raises(ValueError, match="epochs"):
         train(LeNet(1, 10, 28), Subset(fashion[0], range(8)), Subset(fashion[1], range(8)), epochs=0)
+
+
+def test_checkpoint_after_a_given_step(fashion, tmp_path):
+    """A step checkpoint holds the weights after exactly that many SGD steps (seed 000 appendix C)."""
+    train_set, test_set = Subset(fashion[0], range(320)), Subset(fashion[1], range(64))
+    torch.manual_seed(0)
+    model = LeNet(1, 10, 28)
+    train(model, train_set, test_set, epochs=2, batch_size=64, lr=0.01, checkpoint_dir=tmp_path,
+          run_name="a", checkpoint_steps=[3])
+    torch.manual_seed(0)
+    again = LeNet(1, 10, 28)
+    train(again, train_set, test_set, epochs=1, batch_size=64, lr=0.01, max_batches=3)
+    step3, meta = load_checkpoint(tmp_path / "a_step3.pt")
+    start, _ = load_checkpoint(tmp_path / "a_start.pt")
+    assert meta["stage"] == "step3" and meta["step"] == 3 and meta["epoch"] == 1
+    assert all(torch.equal(a, b) for a, b in zip(step3.state_dict().values(), again.state_dict().values()))
+    assert not torch.equal(step3.fc.weight, start.fc.weight)
+    with pytest.raises(ValueError, match="checkpoint_steps"):
+        train(LeNet(1, 10, 28), train_set, test_set, epochs=1, checkpoint_steps=[0], checkpoint_dir=tmp_path)

@@ -1,0 +1,47 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from dlg_utils.success import bootstrap_ci, succeeded, success_table, threshold_sensitivity
+
+
+def rows():
+    # image 0: 3 of 4 seeds succeed (at 10, 20, 30); image 1: 1 of 4 (at 50); image 1 seed 3 converges
+    # in gradient distance but its image does not (seed 002's ResNet case): not a success
+    data = [(0, 0, 10, 1e-5), (0, 1, 20, 2e-4), (0, 2, 30, 5e-4), (0, 3, None, 0.3),
+            (1, 0, 50, 1e-6), (1, 1, None, 0.2), (1, 2, None, 0.4), (1, 3, 40, 0.05)]
+    return pd.DataFrame(data, columns=["image", "seed", "converged_at", "mse"]).assign(model="lenet")
+
+
+def test_success_needs_both_convergence_and_image():
+    assert succeeded(rows()).tolist() == [True, True, True, False, True, False, False, False]
+    with pytest.raises(ValueError, match="mse"):
+        succeeded(rows().drop(columns="mse"))
+
+
+def test_success_rate_is_the_mean_over_images_of_per_image_rates():
+    t = success_table(rows(), by=["model"]).iloc[0]
+    assert t["images"] == 2 and t["trials"] == 8
+    assert t["success rate"] == pytest.approx((3 / 4 + 1 / 4) / 2)
+    assert t["worst image"] == 0.25 and t["best image"] == 0.75
+    assert t["mean iteration at convergence"] == pytest.approx((20 + 50) / 2)  # per-image means, then mean
+    assert t["rate low"] <= t["success rate"] <= t["rate high"]
+    assert 0.25 <= t["rate low"] and t["rate high"] <= 0.75
+
+
+def test_threshold_sensitivity_is_monotone():
+    s = threshold_sensitivity(rows(), [1e-5, 1e-4, 1e-3, 0.1])
+    assert s["success rate"].is_monotonic_increasing
+    assert s["success rate"].tolist() == pytest.approx([1 / 8, 2 / 8, 4 / 8, 5 / 8])
+
+
+def test_bootstrap_ci():
+    rng = np.random.default_rng(1)
+    v = rng.normal(3.0, 1.0, size=400)
+    lo, hi = bootstrap_ci(v, resamples=4000)
+    half = 1.96 / np.sqrt(400)
+    assert lo == pytest.approx(v.mean() - half, abs=0.03) and hi == pytest.approx(v.mean() + half, abs=0.03)
+    assert bootstrap_ci([]) != bootstrap_ci([])  # (nan, nan)
+    assert bootstrap_ci([0.5, 0.5, 0.5]) == (0.5, 0.5)
+    with pytest.raises(ValueError):
+        bootstrap_ci([1.0], level=1.5)
