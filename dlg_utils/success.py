@@ -1,7 +1,7 @@
 """Success rates of DLG as seed 002 defines them, with bootstrap confidence intervals.
 
-A trial succeeds when its gradient distance fell below ``grad_threshold`` (1e-4) at some
-iteration *and* its final image MSE is below ``image_threshold`` (the image converged too:
+A trial succeeds when its gradient distance fell below the attack's convergence threshold
+(1e-4, recorded as ``converged_at``) at some iteration *and* its final image MSE is below ``image_threshold`` (the image converged too:
 seed 002 notes that the first does not imply the second, e.g. on ResNet-18). The success
 rate of an image is the fraction of its seeds that succeed; a study reports the mean over
 images, with a bootstrap interval that resamples images (the unit seed 002 averages over).
@@ -13,7 +13,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from .metrics import GRAD_THRESHOLD, IMAGE_THRESHOLD
+from .metrics import IMAGE_THRESHOLD
 
 
 def succeeded(rows: pd.DataFrame, image_threshold: float = IMAGE_THRESHOLD) -> pd.Series:

@@ -661,9 +661,11 @@ from dlg_utils.models import resnet
 from dlg_utils.attack import dlg_batch
 from dlg_utils.defenses import defense_from_spec
 from dlg_utils.experiments import attack_sweep
-from dlg_utils.success import success_table, threshold_sensitivity
+from dlg_utils.success import succeeded, success_table, threshold_sensitivity
 from dlg_utils.plotting import reconstruction_grid, save_figure
 from dlg_utils.config import RESULTS_DIR, output_path
+from dlg_utils.metrics import IMAGE_THRESHOLD
+import seaborn as sns
 
 DATASET = os.environ.get("DLG_DATASET", "samples")
 FULL_SCALE = torch.cuda.is_available()
@@ -697,19 +699,17 @@ rows = attack_sweep(lenet_trials, {"lenet": lenet}, data, iterations=ITERATIONS,
 if resnet_trials:
     rows = pd.concat([rows, attack_sweep(resnet_trials, resnets, data, iterations=RESNET_ITERATIONS, keep_history=False,
                                          chunk_size=20, max_iter=RESNET_MAX_ITER, path=output_path(f"success_resnet_{DATASET}_{RESNET_ITERATIONS}.jsonl", RESULTS_DIR))])
-table = success_table(rows, by=["model", "label_mode"])
-paper = {("lenet", "dlg"): (0.68, 94.1379), ("resnet18", "dlg"): (0.0, float("nan"))}
-table["paper success rate"] = [paper.get((m, l), (float("nan"),))[0] for m, l in zip(table["model"], table["label_mode"])]
-table["paper mean iteration"] = [paper.get((m, l), (0, float("nan")))[1] for m, l in zip(table["model"], table["label_mode"])]
+rows["success"] = succeeded(rows)
+paper = pd.DataFrame([("lenet", "dlg", 0.68, 94.1379), ("resnet18", "dlg", 0.0, float("nan"))],
+                     columns=["model", "label_mode", "paper success rate", "paper mean iteration"])
+table = success_table(rows, by=["model", "label_mode"]).merge(paper, how="left")
 print(f"Table 1 ({setting}); rate and iteration intervals: 95% bootstrap over images")
 table.round(3)"""),
         code("""
-per_image = (rows.assign(success=rows["converged_at"].notna() & (rows["mse"] < 1e-3))
-             .groupby(["model", "label_mode", "image"])["success"].mean().reset_index())
+per_image = rows.groupby(["model", "label_mode", "image"])["success"].mean().reset_index()
 fig, axes = plt.subplots(1, 2, figsize=(12, 3.6))
 lenet_rates = per_image[per_image["model"] == "lenet"]
 order = lenet_rates[lenet_rates["label_mode"] == "dlg"].sort_values("success")["image"].tolist()
-import seaborn as sns
 sns.barplot(data=lenet_rates, x="image", y="success", hue="label_mode", order=order, ax=axes[0])
 axes[0].axhline(0.68, color="k", ls=":", lw=1, label="seed 002 mean (0.68)")
 axes[0].set(ylabel="success rate", title=f"LeNet: success rate per image ({LENET_SEEDS} seeds each)")
@@ -733,7 +733,7 @@ succeeded against LeNet in the sweep above (seed 002 shows the image on which Re
 best); all four runs start from the same dummy image."""),
         code("""
 first = rows[(rows["model"] == "lenet") & (rows["label_mode"] == "dlg") & (rows["image"] == IMAGES[0])]
-ok = first[first["converged_at"].notna() & (first["mse"] < 1e-3)]
+ok = first[first["success"]]
 SEED = int(ok["seed"].min()) if len(ok) else 0
 x, y = data[IMAGES[0]]
 runs = {}
@@ -756,7 +756,7 @@ for i, (name, r) in enumerate(runs.items()):
     axes[0].semilogy(r.history["iteration"], r.history["grad_distance"], **style)
     axes[1].semilogy(r.history["iteration"], r.history["mse"], **style)
 axes[0].axhline(1e-4, color="k", ls=":", lw=1)
-axes[1].axhline(1e-3, color="k", ls=":", lw=1)
+axes[1].axhline(IMAGE_THRESHOLD, color="k", ls=":", lw=1)
 axes[0].set(xlabel="iteration", ylabel="gradient distance (DLG loss)"), axes[1].set(xlabel="iteration", ylabel="image MSE")
 axes[0].legend(fontsize=8)
 fig.suptitle(f"Fig. 2: DLG loss and image MSE per iteration, {DATASET} image {IMAGES[0]}, dummy seed {SEED}", fontsize=10)
@@ -785,13 +785,43 @@ for name, model in {"lenet": lenet, **resnets}.items():
                 found.append({"model": name, "defense": spec, "right": idlg_label(g) == y})
 labels = pd.DataFrame(found).pivot_table(index="defense", columns="model", values="right", aggfunc="mean",
                                          sort=False)
-learned = rows[rows["label_mode"] == "dlg"].assign(success=rows["converged_at"].notna() & (rows["mse"] < 1e-3))
+learned = rows[rows["label_mode"] == "dlg"]
 print("DLG's learned label right (undefended), by model and outcome:")
 print(learned.groupby(["model", "success"])["label_correct"].agg(["mean", "size"]).round(3).to_string())
 print(f"\\niDLG's extracted label right, {len(label_images)} images:")
 labels.round(3)"""),
         md("""
-**What to see.** (to be filled with the run's numbers)"""),
+**What to see** (committed run: the reduced CPU setting, on the embedded images; the LeNet
+sweep of 200 attacks took about 28 minutes on 2 cores, ResNet-18 ran for Fig. 1 and 2 only).
+
+- **Table 1, LeNet.** DLG succeeds in 0.78 of the seeds (95% interval over images 0.65 to
+  0.89; per image from 0.2 to 1.0) and successful trials converge at iteration 87.7 on
+  average (79.6 to 97.4). Seed 002 reports 0.68 (per image 0.58 to 0.78) and 94.1: both lie
+  inside these intervals. The differences in setting: 5 seeds per image instead of 50, 300
+  iterations instead of 1200 (a trial that would converge after iteration 300 counts as a
+  failure here), embedded photos and Fashion-MNIST images instead of CIFAR-100.
+- **The image threshold does not matter on LeNet.** The rate is 0.77 to 0.78 for every image
+  MSE threshold from 1e-4 to 3e-2: all 78 DLG trials whose gradient distance fell below 1e-4
+  also recovered the image, so the gradient criterion decides alone, as seed 002 observes
+  for LeNet.
+- **DLG vs iDLG.** Knowing the label raises the LeNet success rate to 0.90 (0.80 to 0.97) and
+  converges a little sooner (83.2 iterations). On the same image and seed, iDLG succeeds in 16
+  of the 22 attacks where DLG fails (DLG's learned label is wrong in 11 of those 22 and right
+  in all 78 successes) and fails in 4 where DLG succeeds. Seed 002 concludes that iDLG ends in
+  the same local minimum as DLG; on LeNet it mostly does not.
+- **ResNet-18 (Fig. 1, 2).** Within 100 iterations DLG and iDLG leave a blurred, colour-shifted
+  image (MSE 0.035 and 0.038, SSIM 0.30 and 0.33) and the gradient distance stalls near 4 to
+  5 instead of falling below 1e-4, while LeNet recovers the same photo (MSE 6e-6, SSIM 0.999,
+  converged at iteration 87 and 85). Seed 002 reports no ResNet-18 success at all and a DLG
+  loss below LeNet's that does not bring the image back; the 20 images x 20 seeds x 1200
+  iterations that would measure ResNet success rates (and the other depths) take a GPU
+  (about 4 s per ResNet-18 iteration per trial on this CPU) and run when CUDA is present.
+- **Labels.** iDLG's extracted label is right for all 32 embedded images, for LeNet and
+  ResNet-18, under every defense tried: half precision, uniform quantization down to 4
+  levels, stochastic rounding, 99% sparsity, Gaussian noise of scale 0.1 and mixed int8/int16.
+  The defenses that stop the image reconstruction (notebook 3) do not hide the label: the
+  true class's row of the last layer's gradient is the only clearly negative one, and every
+  defense here preserves that sign."""),
     ],
 }
 
