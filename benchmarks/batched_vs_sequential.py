@@ -44,7 +44,10 @@ def main() -> None:
     p.add_argument("--iterations", type=int, default=300)
     p.add_argument("--chunk-size", type=int, default=64)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--line-search", choices=["none", "strong_wolfe"], default="none",
+                   help="torch.optim.LBFGS's line_search_fn, both ways (DLG uses none)")
     args = p.parse_args()
+    line_search = None if args.line_search == "none" else args.line_search
     device = torch.device(args.device)
 
     data = load_dataset("samples")
@@ -53,7 +56,8 @@ def main() -> None:
     trials = [(i % len(data), i) for i in range(args.trials)]  # (image, seed)
     xs = [data[i][0][None].to(device) for i, _ in trials]
     targets = [target_gradients(model, x, torch.tensor([data[i][1]], device=device)) for x, (i, _) in zip(xs, trials)]
-    print(f"{args.trials} DLG trials (LeNet, 3x32x32 embedded images, {args.iterations} L-BFGS iterations), "
+    print(f"{args.trials} DLG trials (LeNet, 3x32x32 embedded images, {args.iterations} L-BFGS iterations, "
+          f"line search {args.line_search}), "
           f"{device}, {torch.get_num_threads()} threads, torch {torch.__version__}, {platform.machine()}")
 
     reset_peak()
@@ -62,7 +66,8 @@ def main() -> None:
     start = time.perf_counter()
     ok_seq = 0
     for x, target, (_, seed) in zip(xs, targets, trials):
-        image, *_ = reference_dlg(model, target, x.shape, 100, args.iterations, seed=seed)
+        image, *_ = reference_dlg(model, target, x.shape, 100, args.iterations, seed=seed,
+                                  line_search_fn=line_search)
         ok_seq += int(float(mse(image.clamp(0, 1), x)[0]) < IMAGE_THRESHOLD)
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -74,7 +79,8 @@ def main() -> None:
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
     results = dlg_batch(model, targets, image_shape=xs[0].shape, num_classes=100, iterations=args.iterations,
-                        seeds=[s for _, s in trials], chunk_size=args.chunk_size, snapshot_every=0, progress=False)
+                        seeds=[s for _, s in trials], chunk_size=args.chunk_size, snapshot_every=0, progress=False,
+                        line_search_fn=line_search)
     if device.type == "cuda":
         torch.cuda.synchronize()
     bat = time.perf_counter() - start

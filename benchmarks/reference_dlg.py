@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 
 def reference_dlg(model, target_grads, image_shape, num_classes, iterations, label=None, seed=0,
-                  lr=1.0, history_size=100, max_iter=20):
+                  lr=1.0, history_size=100, max_iter=20, line_search_fn=None):
     """Returns (final dummy image, learned or given label, gradient distance per iteration 0..n,
     dummy image per iteration 0..n), stopping early on NaN like the engine."""
     params = [p for p in model.parameters() if p.requires_grad]
@@ -22,7 +22,8 @@ def reference_dlg(model, target_grads, image_shape, num_classes, iterations, lab
         leaves.append(y)
     else:
         fixed = torch.as_tensor(label).long().reshape(-1)
-    opt = torch.optim.LBFGS(leaves, lr=lr, history_size=history_size, max_iter=max_iter)
+    opt = torch.optim.LBFGS(leaves, lr=lr, history_size=history_size, max_iter=max_iter,
+                            line_search_fn=line_search_fn)
 
     def distance():
         pred = model(x)

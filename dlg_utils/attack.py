@@ -53,10 +53,18 @@ def target_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
     return defense_from_spec(defense)(grads, generator)
 
 
-def idlg_label(target_grads: Sequence[torch.Tensor]) -> int:
+def idlg_label(target_grads: Sequence[torch.Tensor], source: str = "weight") -> int:
     """iDLG's label of a single-image gradient: the class whose row of the last linear layer's
     weight gradient sums to the most negative value (softmax(z)_c - 1 < 0 times non-negative
-    features)."""
+    features). ``source="bias"`` reads the last bias gradient, softmax(z) - onehot, whose only
+    negative entry is the label whatever the sign of the features (tanh networks, LeNet-5)."""
+    if source not in ("weight", "bias"):
+        raise ValueError(f"source must be 'weight' or 'bias', got {source!r}")
+    if source == "bias":
+        biases = [g for g in target_grads if g.dim() == 1]
+        if not biases:
+            raise ValueError("no 1-D (bias) gradient found for iDLG")
+        return int(biases[-1].argmin())
     weights = [g for g in target_grads if g.dim() == 2]
     if not weights:
         raise ValueError("no 2-D (linear layer weight) gradient found for iDLG")
@@ -66,6 +74,20 @@ def idlg_label(target_grads: Sequence[torch.Tensor]) -> int:
 def gradient_distance(dummy_grads: Iterable[torch.Tensor], target_grads: Iterable[torch.Tensor]) -> torch.Tensor:
     """DLG's objective: the sum over layers of the squared differences (fused per layer)."""
     return sum(F.mse_loss(d, t, reduction="sum") for d, t in zip(dummy_grads, target_grads))
+
+
+def correlation_distance(dummy_grads: Iterable[torch.Tensor], target_grads: Iterable[torch.Tensor]) -> torch.Tensor:
+    """The sum over layers of 1 - Pearson correlation: blind to any positive scale and offset per
+    layer, so it matches quantized integers without knowing how they dequantize (every TF mode
+    maps q to a * q + b per tensor)."""
+    total = 0.0
+    for d, t in zip(dummy_grads, target_grads):
+        d, t = d.flatten() - d.mean(), t.flatten() - t.mean()
+        total = total + 1 - (d * t).sum() / torch.sqrt((d * d).sum() * (t * t).sum() + 1e-30)
+    return total
+
+
+DISTANCES = {"l2": gradient_distance, "correlation": correlation_distance}
 
 
 @dataclass
@@ -116,8 +138,8 @@ def dlg_batch(models: nn.Module | Sequence[nn.Module], targets: Sequence[Sequenc
               history_size: int = 100, max_iter: int = 20, tolerance_grad: float = 1e-7,
               tolerance_change: float = 1e-9, snapshot_every: int = 10, snapshot_at: Iterable[int] = (),
               grad_threshold: float = GRAD_THRESHOLD, stop_when_converged: bool = False,
-              chunk_size: int = 64, progress: bool | None = None,
-              on_result: Callable[[int, AttackResult], None] | None = None) -> list[AttackResult]:
+              chunk_size: int = 64, progress: bool | None = None, distance: str = "l2",
+              line_search_fn: str | None = None, on_result: Callable[[int, AttackResult], None] | None = None) -> list[AttackResult]:
     """Run T = len(targets) independent DLG trials at once; returns one :class:`AttackResult`
     per trial, each the same (to floating-point tolerance) as a separate run with
     ``torch.optim.LBFGS``.
@@ -127,7 +149,13 @@ def dlg_batch(models: nn.Module | Sequence[nn.Module], targets: Sequence[Sequenc
     trials or a list of T (see :func:`dlg`). Trials are processed ``chunk_size`` at a time to
     bound memory; finished trials leave the batch, so the rest run faster, and
     ``on_result(index, result)`` is called as each one finishes (to save it at once).
+    ``distance``: ``"l2"`` (DLG's :func:`gradient_distance`) or ``"correlation"``
+    (:func:`correlation_distance`, for targets known only up to a per-layer affine map).
+    ``line_search_fn``: None (DLG's fixed step) or ``"strong_wolfe"`` (torch's line search,
+    run per trial).
     """
+    if distance not in DISTANCES:
+        raise ValueError(f"distance must be one of {sorted(DISTANCES)}, got {distance!r}")
     T = len(targets)
     if T == 0:
         return []
@@ -143,14 +171,16 @@ def dlg_batch(models: nn.Module | Sequence[nn.Module], targets: Sequence[Sequenc
         results += _run_chunk(model_list[sl] if model_list else models, targets[sl], labels[sl], seeds[sl],
                               truths[sl], image_shape, num_classes, iterations, lr, history_size, max_iter,
                               tolerance_grad, tolerance_change, snapshot_every, set(snapshot_at),
-                              grad_threshold, stop_when_converged, bar, done)
+                              grad_threshold, stop_when_converged, bar, done, DISTANCES[distance],
+                              line_search_fn)
     bar.close()
     return results
 
 
 def _run_chunk(models, targets, labels, seeds, truths, image_shape, num_classes, iterations, lr,
                history_size, max_iter, tolerance_grad, tolerance_change, snapshot_every, snapshot_at,
-               grad_threshold, stop_when_converged, bar, on_result) -> list[AttackResult]:
+               grad_threshold, stop_when_converged, bar, on_result, match=gradient_distance,
+               line_search_fn=None) -> list[AttackResult]:
     T = len(targets)
     per_trial = isinstance(models, (list, tuple))
     base = _batchnorm_without_running_stats(models[0] if per_trial else models)
@@ -210,7 +240,7 @@ def _run_chunk(models, targets, labels, seeds, truths, image_shape, num_classes,
         x = flat[:nx].view(shape)
         probs = torch.where(learn_t, F.softmax(flat[nx:].view(N, num_classes), -1), onehot_t)
         g = grad(loss_fn)(p, x, probs)
-        return gradient_distance([g[n] for n in names], [target_t[n] for n in names])
+        return match([g[n] for n in names], [target_t[n] for n in names])
 
     one = grad_and_value(distance)
     many = vmap(one, in_dims=(0, 0, 0, 0, 0 if per_trial else None))
@@ -222,7 +252,8 @@ def _run_chunk(models, targets, labels, seeds, truths, image_shape, num_classes,
         return g[None], value[None]  # a lone trial skips vmap's overhead
 
     opt = BatchedLBFGS(flat0, lr=lr, max_iter=max_iter, tolerance_grad=tolerance_grad,
-                       tolerance_change=tolerance_change, history_size=history_size)
+                       tolerance_change=tolerance_change, history_size=history_size,
+                       line_search_fn=line_search_fn)
     active = torch.ones(T, dtype=torch.bool, device=device)
     steps = [0] * T
     rows = [[] for _ in range(T)]

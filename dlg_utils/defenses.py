@@ -204,13 +204,17 @@ def random_policy(num_tensors: int, seed: int = 0) -> list[LayerPrecision]:
     return [LayerPrecision(("qint8", "qint16")[d], MODES[m]) for d, m in zip(dtypes, modes)]
 
 
+SINGLE = {"int8": "qint8", "int16": "qint16"}
+
+
 @dataclass(repr=False)
 class MixedPrecision(Defense):
     """Seed 001's mixed precision: each tensor quantized to int8 or int16 with its own TF mode
     over its own [min, max], then dequantized, as the server does before averaging.
 
     ``policy`` is ``"default"`` (:func:`default_policy`), ``"random"`` (:func:`random_policy`
-    with ``seed``) or an explicit list of :class:`LayerPrecision`, one per gradient tensor.
+    with ``seed``), ``"int8"`` / ``"int16"`` (every tensor qint8 / qint16, SCALED: single
+    precision, for comparison) or an explicit list of :class:`LayerPrecision`, one per tensor.
     ``ensure_minimum_range`` is TF's: every range is widened to contain 0 and to be at least
     0.01 * max(1, |min|, |max|) wide, so gradients much smaller than 0.01 lose precision
     (int8: a step of at least 0.01 / 255), as they did in seed 001's TensorFlow code.
@@ -222,9 +226,10 @@ class MixedPrecision(Defense):
 
     def __post_init__(self):
         if isinstance(self.policy, str):
-            if self.policy not in ("default", "random"):
-                raise ValueError(f"policy must be 'default', 'random' or a list, got {self.policy!r}")
-            self.name = "mixed" if self.policy == "default" else f"mixed:random:{self.seed}"
+            if self.policy not in ("default", "random", *SINGLE):
+                raise ValueError(f"policy must be 'default', 'random', 'int8', 'int16' or a list, "
+                                 f"got {self.policy!r}")
+            self.name = {"default": "mixed", "random": f"mixed:random:{self.seed}"}.get(self.policy, self.policy)
         else:
             self.policy = [p if isinstance(p, LayerPrecision) else LayerPrecision(*p) for p in self.policy]
             self.name = "mixed:" + ",".join(f"{p.dtype}/{p.mode}" for p in self.policy)
@@ -235,6 +240,8 @@ class MixedPrecision(Defense):
             return default_policy(num_tensors)
         if self.policy == "random":
             return random_policy(num_tensors, self.seed)
+        if isinstance(self.policy, str):
+            return [LayerPrecision(SINGLE[self.policy], "SCALED")] * num_tensors
         if len(self.policy) != num_tensors:
             raise ValueError(f"policy has {len(self.policy)} entries but there are {num_tensors} gradient tensors")
         return list(self.policy)
@@ -248,7 +255,7 @@ class MixedPrecision(Defense):
 
 def defense_from_spec(spec: str | Defense | None) -> Defense:
     """Parse a short name: ``none``, ``uniform:16``, ``stochastic:16``, ``sparsity:0.2``,
-    ``gaussian:1e-3``, ``laplacian:1e-3``, ``half``, ``mixed``, ``mixed:random[:SEED]``."""
+    ``gaussian:1e-3``, ``laplacian:1e-3``, ``half``, ``mixed``, ``mixed:random[:SEED]``, ``int8``, ``int16``."""
     if spec is None:
         return NoDefense()
     if isinstance(spec, Defense):
@@ -266,6 +273,8 @@ def defense_from_spec(spec: str | Defense | None) -> Defense:
             return NoDefense()
         if kind in ("half", "fp16") and not arg:
             return HalfPrecision()
+        if kind in SINGLE and not arg:
+            return MixedPrecision(kind)
         if kind == "mixed":
             if arg in ("", "default"):
                 return MixedPrecision("default")
@@ -276,4 +285,4 @@ def defense_from_spec(spec: str | Defense | None) -> Defense:
         raise ValueError(f"bad defense spec {spec!r}: {e}") from e
     raise ValueError(f"unknown defense spec {spec!r}; expected e.g. 'none', 'uniform:16', "
                      "'stochastic:16', 'sparsity:0.2', 'gaussian:1e-3', 'laplacian:1e-3', "
-                     "'half', 'mixed', 'mixed:random:0'")
+                     "'half', 'mixed', 'mixed:random:0', 'int8', 'int16'")

@@ -1,14 +1,94 @@
-"""Batched L-BFGS: T independent runs of ``torch.optim.LBFGS`` (no line search) at once.
+"""Batched L-BFGS: T independent runs of ``torch.optim.LBFGS`` at once, without line search
+(DLG's setting) or with its strong-Wolfe line search.
 
-Every trial keeps its own curvature history, direction, step and stopping state and follows
-exactly the algorithm of ``torch.optim.LBFGS.step`` (PyTorch's ``lbfgs.py``); the trials only
-share the evaluations: the caller evaluates the objective at :attr:`x` for all active trials in
-one batched computation and hands (loss, gradient) to :meth:`tick`. A trial whose evaluation
-starts an optimizer step (``starts_step``) is where ``LBFGS.step`` would return its loss.
+Every trial keeps its own curvature history, direction, step, line search and stopping state
+and follows exactly the algorithm of ``torch.optim.LBFGS.step`` (PyTorch's ``lbfgs.py``); the
+trials only share the evaluations: the caller evaluates the objective at :attr:`x` for all
+active trials in one batched computation and hands (loss, gradient) to :meth:`tick`. A trial
+whose evaluation starts an optimizer step (``starts_step``) is where ``LBFGS.step`` would
+return its loss.
 """
 from __future__ import annotations
 
+from typing import Generator
+
 import torch
+from torch.optim.lbfgs import _cubic_interpolate
+
+LINE_SEARCHES = (None, "strong_wolfe")
+
+
+def strong_wolfe(t, d: torch.Tensor, f: float, g: torch.Tensor, gtd: torch.Tensor, c1: float = 1e-4,
+                 c2: float = 0.9, tolerance_change: float = 1e-9, max_ls: int = 25
+                 ) -> Generator[object, tuple[float, torch.Tensor], tuple[float, torch.Tensor, object, int]]:
+    """``torch.optim.lbfgs._strong_wolfe`` line by line, as a generator: it yields each step
+    length ``t`` to evaluate at x + t d and is sent back (loss, gradient) there, so that many
+    trials' line searches share batched evaluations. Returns (f, g, t, evaluations)."""
+    d_norm = d.abs().max()
+    g = g.clone()
+    f_new, g_new = yield t
+    ls_func_evals = 1
+    gtd_new = g_new.dot(d)
+    t_prev, f_prev, g_prev, gtd_prev = 0, f, g, gtd
+    done = False
+    ls_iter = 0
+    while ls_iter < max_ls:
+        if f_new > (f + c1 * t * gtd) or (ls_iter > 1 and f_new >= f_prev):
+            bracket, bracket_f = [t_prev, t], [f_prev, f_new]
+            bracket_g, bracket_gtd = [g_prev, g_new.clone()], [gtd_prev, gtd_new]
+            break
+        if abs(gtd_new) <= -c2 * gtd:
+            bracket, bracket_f, bracket_g = [t], [f_new], [g_new]
+            done = True
+            break
+        if gtd_new >= 0:
+            bracket, bracket_f = [t_prev, t], [f_prev, f_new]
+            bracket_g, bracket_gtd = [g_prev, g_new.clone()], [gtd_prev, gtd_new]
+            break
+        min_step = t + 0.01 * (t - t_prev)
+        max_step = t * 10
+        tmp = t
+        t = _cubic_interpolate(t_prev, f_prev, gtd_prev, t, f_new, gtd_new, bounds=(min_step, max_step))
+        t_prev, f_prev, g_prev, gtd_prev = tmp, f_new, g_new.clone(), gtd_new
+        f_new, g_new = yield t
+        ls_func_evals += 1
+        gtd_new = g_new.dot(d)
+        ls_iter += 1
+    if ls_iter == max_ls:
+        bracket, bracket_f, bracket_g = [0, t], [f, f_new], [g, g_new]
+    # zoom phase: refine the bracket until a point satisfies the strong Wolfe conditions
+    insuf_progress = False
+    low_pos, high_pos = (0, 1) if bracket_f[0] <= bracket_f[-1] else (1, 0)
+    while not done and ls_iter < max_ls:
+        if abs(bracket[1] - bracket[0]) * d_norm < tolerance_change:
+            break
+        t = _cubic_interpolate(bracket[0], bracket_f[0], bracket_gtd[0], bracket[1], bracket_f[1], bracket_gtd[1])
+        eps = 0.1 * (max(bracket) - min(bracket))
+        if min(max(bracket) - t, t - min(bracket)) < eps:
+            if insuf_progress or t >= max(bracket) or t <= min(bracket):
+                t = max(bracket) - eps if abs(t - max(bracket)) < abs(t - min(bracket)) else min(bracket) + eps
+                insuf_progress = False
+            else:
+                insuf_progress = True
+        else:
+            insuf_progress = False
+        f_new, g_new = yield t
+        ls_func_evals += 1
+        gtd_new = g_new.dot(d)
+        ls_iter += 1
+        if f_new > (f + c1 * t * gtd) or f_new >= bracket_f[low_pos]:
+            bracket[high_pos], bracket_f[high_pos] = t, f_new
+            bracket_g[high_pos], bracket_gtd[high_pos] = g_new.clone(), gtd_new
+            low_pos, high_pos = (0, 1) if bracket_f[0] <= bracket_f[1] else (1, 0)
+        else:
+            if abs(gtd_new) <= -c2 * gtd:
+                done = True
+            elif gtd_new * (bracket[high_pos] - bracket[low_pos]) >= 0:
+                bracket[high_pos], bracket_f[high_pos] = bracket[low_pos], bracket_f[low_pos]
+                bracket_g[high_pos], bracket_gtd[high_pos] = bracket_g[low_pos], bracket_gtd[low_pos]
+            bracket[low_pos], bracket_f[low_pos] = t, f_new
+            bracket_g[low_pos], bracket_gtd[low_pos] = g_new.clone(), gtd_new
+    return bracket_f[low_pos], bracket_g[low_pos], bracket[low_pos], ls_func_evals
 
 
 def _matvec(M: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -19,13 +99,19 @@ def _matvec(M: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
 
 class BatchedLBFGS:
     """The state machine of ``torch.optim.LBFGS(lr, max_iter, max_eval, tolerance_grad,
-    tolerance_change, history_size, line_search_fn=None)`` for a batch of flat parameters
-    ``x0`` (T x n), advanced one closure evaluation per trial per :meth:`tick`."""
+    tolerance_change, history_size, line_search_fn)`` for a batch of flat parameters ``x0``
+    (T x n), advanced one closure evaluation per trial per :meth:`tick`. ``line_search_fn`` is
+    None (a fixed step ``lr``) or ``"strong_wolfe"`` (each trial runs its own line search,
+    :func:`strong_wolfe`; the evaluations stay batched)."""
 
     def __init__(self, x0: torch.Tensor, lr: float = 1.0, max_iter: int = 20, max_eval: int | None = None,
-                 tolerance_grad: float = 1e-7, tolerance_change: float = 1e-9, history_size: int = 100):
+                 tolerance_grad: float = 1e-7, tolerance_change: float = 1e-9, history_size: int = 100,
+                 line_search_fn: str | None = None):
         if x0.dim() != 2:
             raise ValueError(f"x0 must be T x n, got shape {tuple(x0.shape)}")
+        if line_search_fn not in LINE_SEARCHES:
+            raise ValueError(f"line_search_fn must be one of {LINE_SEARCHES}, got {line_search_fn!r}")
+        self.line_search_fn = line_search_fn
         T, n = x0.shape
         self.lr, self.max_iter = lr, max_iter
         self.max_eval = max_eval if max_eval is not None else max_iter * 5 // 4
@@ -44,11 +130,20 @@ class BatchedLBFGS:
         self.current_evals = z(T, dtype=torch.long)
         self.loss = z(T)
         self.starts_step = torch.ones(T, dtype=torch.bool, device=x0.device)  # next evaluation starts a step
+        self.in_line_search = torch.zeros(T, dtype=torch.bool, device=x0.device)
+        self._searches: dict[int, Generator] = {}  # trial -> its running line search
+        self._x_init: dict[int, torch.Tensor] = {}  # trial -> x where its line search started
 
     def tick(self, loss: torch.Tensor, grad: torch.Tensor, active: torch.Tensor) -> None:
         """Consume the evaluation (loss [T], grad [T x n]) at :attr:`x` of the ``active`` trials
         and move each of them to the point of its next evaluation."""
         loss, grad = loss.detach().to(self.x.dtype), grad.detach().to(self.x.dtype)
+        searched = active & self.in_line_search
+        go_on = torch.zeros_like(active)
+        if searched.any():
+            grad = grad.clone()
+            go_on = self._search_tick(searched.nonzero().flatten().tolist(), loss, grad)
+            active = active & ~searched
         A = active & self.starts_step
         B = active & ~self.starts_step
         opt_cond = grad.abs().amax(-1) <= self.tolerance_grad
@@ -64,8 +159,36 @@ class BatchedLBFGS:
             | ((loss - self.prev_loss).abs() < self.tolerance_change)
         go = go | (B & ~stop_b)
         self.starts_step = torch.where(active & ~go, True, self.starts_step)
+        go = go | go_on
         if go.any():
             self._iterate(go, grad)
+
+    def _search_tick(self, trials: list[int], loss: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+        """Send each searching trial's evaluation to its line search; a finished search moves
+        the trial to its chosen point (its loss and gradient written into ``grad``) and applies
+        LBFGS.step's stopping tests. Returns the trials whose step goes on."""
+        go_on = torch.zeros_like(self.in_line_search)
+        for i in trials:
+            try:
+                step = self._searches[i].send((float(loss[i]), grad[i]))
+                self.x[i] = self._x_init[i].add(self.d[i], alpha=float(step))
+                continue
+            except StopIteration as finished:
+                f_new, g_new, t, evals = finished.value
+            del self._searches[i]
+            self.in_line_search[i] = False
+            self.x[i] = self._x_init.pop(i).add(self.d[i], alpha=float(t))
+            self.t[i], self.loss[i], grad[i] = float(t), f_new, g_new
+            self.current_evals[i] += evals
+            stop = (int(self.n_iter[i]) == self.max_iter or int(self.current_evals[i]) >= self.max_eval
+                    or bool(g_new.abs().max() <= self.tolerance_grad)
+                    or bool((self.d[i] * float(t)).abs().max() <= self.tolerance_change)
+                    or abs(f_new - float(self.prev_loss[i])) < self.tolerance_change)
+            if stop:
+                self.starts_step[i] = True
+            else:
+                go_on[i] = True
+        return go_on
 
     def _push(self, idx: torch.Tensor, y: torch.Tensor, s: torch.Tensor, ys: torch.Tensor) -> None:
         """Append (y, s, 1/ys) to the histories of trials ``idx``, dropping the oldest when full."""
@@ -145,6 +268,18 @@ class BatchedLBFGS:
         self.t = torch.where(first, t_first, torch.where(go, torch.full_like(self.t, self.lr), self.t))
         gtd = (g * self.d).sum(-1)
         move = go & ~(gtd > -self.tolerance_change)
-        self.x = torch.where(move[:, None], self.x + self.t[:, None] * self.d, self.x)
-        # evaluate next inside this step unless it broke on gtd or reached max_iter
-        self.starts_step = torch.where(go, ~move | (self.n_iter == self.max_iter), self.starts_step)
+        if self.line_search_fn is None:
+            self.x = torch.where(move[:, None], self.x + self.t[:, None] * self.d, self.x)
+            # evaluate next inside this step unless it broke on gtd or reached max_iter
+            self.starts_step = torch.where(go, ~move | (self.n_iter == self.max_iter), self.starts_step)
+            return
+        self.starts_step = torch.where(go & ~move, True, self.starts_step)
+        for i in move.nonzero().flatten().tolist():  # start each trial's line search
+            t = min(1.0, 1.0 / g[i].abs().sum()) * self.lr if int(self.total_iter[i]) == 1 else self.lr
+            search = strong_wolfe(t, self.d[i], float(self.loss[i]), g[i], g[i].dot(self.d[i]),
+                                  tolerance_change=self.tolerance_change)
+            self._x_init[i] = self.x[i].clone()
+            self.x[i] = self._x_init[i].add(self.d[i], alpha=float(next(search)))
+            self._searches[i] = search
+            self.in_line_search[i] = True
+            self.starts_step[i] = False

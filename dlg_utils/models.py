@@ -34,6 +34,32 @@ class LeNet(nn.Module):
         return self.fc(self.body(x).flatten(1))
 
 
+class LeNet5(nn.Module):
+    """LeNet-5 (LeCun et al. 1998) as Keras examples build it, the model of seed 001.
+
+    Two 5x5 valid convolutions (6 and 16 channels), each followed by 2x2 average pooling, then
+    dense layers of 120 and 84 units and the classifier; tanh after every hidden layer, which
+    is twice differentiable, as the gradient leakage attack needs. For 1x28x28 input and 10
+    classes it has 44,426 parameters: 174 kB in float32, seed 001's figure.
+    """
+
+    def __init__(self, in_channels: int = 1, num_classes: int = 10, image_size: int = 28):
+        super().__init__()
+        size = ((image_size - 4) // 2 - 4) // 2
+        if size < 1:
+            raise ValueError(f"LeNet-5 needs images of at least 12x12 pixels, got {image_size}")
+        self.config = dict(in_channels=in_channels, num_classes=num_classes, image_size=image_size)
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, 6, 5), nn.Tanh(), nn.AvgPool2d(2),
+            nn.Conv2d(6, 16, 5), nn.Tanh(), nn.AvgPool2d(2))
+        self.classifier = nn.Sequential(
+            nn.Linear(16 * size * size, 120), nn.Tanh(), nn.Linear(120, 84), nn.Tanh(),
+            nn.Linear(84, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x).flatten(1))
+
+
 def init_uniform_(model: nn.Module, bound: float = 0.5) -> nn.Module:
     """Draw every weight and bias uniformly from [-bound, bound], as the DLG code does."""
     with torch.no_grad():
@@ -93,6 +119,8 @@ def build_model(arch: dict) -> nn.Module:
     name, config = arch["name"], arch["config"]
     if name == "LeNet":
         return LeNet(**config)
+    if name == "LeNet5":
+        return LeNet5(**config)
     if name == "ResNet":
         return resnet(**config)
     raise ValueError(f"unknown architecture {name!r}")

@@ -76,6 +76,67 @@ def test_batched_lbfgs_equals_torch_lbfgs_trial_by_trial(kw):
         assert torch.allclose(x[t], ref_x, rtol=1e-8, atol=1e-10), t
 
 
+@pytest.mark.parametrize("kw", [dict(lr=1.0, max_iter=20, history_size=100),
+                                dict(lr=0.5, max_iter=7, history_size=3),
+                                dict(lr=1.0, max_iter=4, history_size=5, tolerance_change=1e-5)])
+def test_strong_wolfe_equals_torch_lbfgs_on_quadratics(kw):
+    kw = {**kw, "line_search_fn": "strong_wolfe"}
+    T, n, steps = 6, 12, 12
+    A, b = quadratic_problems(T, n)
+    x0 = torch.randn(T, n, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    x0[0] = torch.linalg.solve(A[0], b[0])
+    losses, x = run_batched(A, b, x0, steps, **kw)
+    for t in range(T):
+        ref_losses, ref_x = run_reference(A[t], b[t], x0[t], steps, **kw)
+        assert torch.allclose(torch.tensor(losses[t]), ref_losses, rtol=1e-9, atol=1e-12), t
+        assert torch.allclose(x[t], ref_x, rtol=1e-8, atol=1e-10), t
+
+
+def rosenbrock(x, a):
+    return ((1 - x[..., :-1]) ** 2).sum(-1) + (a[..., None] * (x[..., 1:] - x[..., :-1] ** 2) ** 2).sum(-1)
+
+
+def test_strong_wolfe_equals_torch_lbfgs_on_rosenbrock():
+    """A non-quadratic objective, where the line searches bracket, zoom and take different
+    numbers of evaluations per trial; every trial still follows its own torch run."""
+    T, n, steps = 5, 6, 15
+    a = torch.tensor([1.0, 10.0, 100.0, 30.0, 3.0], dtype=torch.float64)
+    x0 = torch.randn(T, n, generator=torch.Generator().manual_seed(2), dtype=torch.float64) * 1.5
+    kw = dict(lr=1.0, max_iter=6, history_size=4, line_search_fn="strong_wolfe")
+    opt = BatchedLBFGS(x0, **kw)
+    active = torch.ones(T, dtype=torch.bool)
+    losses, evals = [[] for _ in range(T)], [0] * T
+    while active.any():
+        x = opt.x.clone().requires_grad_(True)
+        loss = rosenbrock(x, a)
+        grad, = torch.autograd.grad(loss.sum(), x)
+        for t in active.nonzero().flatten().tolist():
+            evals[t] += 1
+            if opt.starts_step[t]:
+                if len(losses[t]) == steps:
+                    active[t] = False
+                else:
+                    losses[t].append(float(loss[t].detach()))
+        opt.tick(loss.detach(), grad, active)
+    for t in range(T):
+        p = x0[t].clone().requires_grad_(True)
+        ref = torch.optim.LBFGS([p], **kw)
+        count = [0]
+
+        def closure():
+            ref.zero_grad()
+            count[0] += 1
+            out = rosenbrock(p, a[t])
+            out.backward()
+            return out
+
+        ref_losses = [float(ref.step(closure)) for _ in range(steps)]
+        count[0] += 1  # the batched loop's last evaluation, which starts the step it does not take
+        assert torch.allclose(torch.tensor(losses[t]), torch.tensor(ref_losses), rtol=1e-7, atol=1e-10), t
+        assert evals[t] == count[0], (t, evals[t], count[0])
+    assert len(set(evals)) > 1  # the trials' line searches took different numbers of evaluations
+
+
 def test_a_diverging_trial_does_not_touch_the_others():
     T, n, steps = 4, 8, 8
     A, b = quadratic_problems(T, n, seed=2)
@@ -114,6 +175,26 @@ def test_dlg_batch_equals_reference_dlg(double_lenet):
         assert torch.allclose(mine[:2], torch.tensor(dists[:2]), rtol=1e-6)
         assert torch.allclose(mine[2:], torch.tensor(dists[2:]), rtol=2e-2)
         assert torch.equal(r.label, lab)
+
+
+def test_dlg_batch_with_strong_wolfe_equals_reference_dlg(double_lenet):
+    """The same on DLG with torch's strong-Wolfe line search: the first step (5 inner
+    iterations, each a line search of its own length per trial) to 1e-6."""
+    model, xs, ys, targets = double_lenet
+    labels = [None, int(ys[1]), None, None]
+    results = dlg_batch(model, targets, image_shape=xs[0].shape, num_classes=100, iterations=1,
+                        labels=labels, seeds=[0, 1, 2, 3], ground_truths=xs, progress=False,
+                        line_search_fn="strong_wolfe", max_iter=5)
+    for t, r in enumerate(results):
+        img, lab, dists, _ = reference_dlg(model, targets[t], xs[0].shape, 100, 1, label=labels[t], seed=t,
+                                           line_search_fn="strong_wolfe", max_iter=5)
+        mine = torch.tensor(r.history["grad_distance"].tolist())
+        assert len(mine) == len(dists) == 2
+        assert torch.allclose(mine, torch.tensor(dists), rtol=1e-6)
+        assert torch.allclose(r.image, img, rtol=1e-5, atol=1e-7)
+    with pytest.raises(ValueError, match="line_search_fn"):
+        dlg_batch(model, targets[:1], image_shape=xs[0].shape, num_classes=100, iterations=1,
+                  line_search_fn="armijo", progress=False)
 
 
 def test_batched_equals_one_at_a_time(double_lenet):

@@ -1,0 +1,13 @@
+"""Seed 001's federated runs as a Flower App for a multi-process deployment (see README).
+
+The ServerApp and the clients' Mod read everything from the run config: ``method`` (base, dp,
+mixed, int8, int16, mixed-wrong-mode) and any ``dlg_utils.federated.FLConfig`` field. Every
+SuperNode needs ``dlg_utils`` installed and its data partition in ``--node-config``.
+"""
+from flwr.clientapp import ClientApp
+
+from dlg_utils.federated import QuantizedUpdateMod, server_app, train_message
+
+server = server_app()  # method and configuration from the run config
+client = ClientApp(mods=[QuantizedUpdateMod(policy=None)])  # the policy of the run config's method
+client.train()(train_message)

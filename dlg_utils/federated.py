@@ -1,0 +1,614 @@
+"""Seed 001 on Flower: FedAvg whose model updates travel quantized, layer by layer.
+
+Clients wrap their ClientApp in :class:`QuantizedUpdateMod` and the server runs
+:class:`QuantizedFedAvg`, both with the same precision policy (int8 or int16 and a TF mode per
+tensor, :class:`~dlg_utils.defenses.MixedPrecision`). Algorithm 1 of seed 001, step by step:
+
+- 11, client: the update dW = (local weights - received global weights) goes out quantized,
+  each tensor over its own [min, max]; the message carries the integers and, per tensor, the
+  output range (min, max) that dequantizing needs. The modes are not in the message: they are
+  the policy both ends were configured with (the secret seed 001's m^L argument is about).
+- 13-14, server: dequantize every client's update, average weighted by examples.
+- 23, server: quantize the averaged update dW_G; it is what the clients receive.
+- 25, client: dequantize dW_G and add it to its copy of the last global model (kept in the
+  Flower ``Context.state``), which gives the new global model it trains from.
+
+The server adds the same dequantized dW_G to its own copy, so both ends hold the same global
+model. A node that missed the previous round (or whose copy does not match) gets the full
+float32 model instead. ``policy=None`` is plain FedAvg (float32 weights both ways). Every
+message's payload size is measured (``QuantizedFedAvg.traffic``).
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from flwr.app import (Array, ArrayRecord, ConfigRecord, Context, Message, MessageType, MetricRecord,
+                      RecordDict)
+from flwr.clientapp import ClientApp
+from flwr.common import serde
+from flwr.serverapp import Grid, ServerApp
+from flwr.serverapp.strategy import FedAvg
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from .data import load_dataset, num_classes as count_classes
+from .defenses import LayerPrecision, MixedPrecision
+from .models import LeNet5
+from .quantization import MODES, dequantize, quantize
+from .training import evaluate
+
+ARRAYS, CONFIG, METRICS = "arrays", "config", "metrics"
+UPDATE, RANGES = "update", "ranges"
+GLOBAL_STATE, VERSION_STATE = "dlg-global-model", "dlg-global-version"
+LOG = logging.getLogger("flwr")
+
+
+# --- the codec: one update <-> integers and ranges ------------------------------------------
+
+def as_policy(policy: MixedPrecision | str | Sequence[LayerPrecision] | None) -> MixedPrecision | None:
+    """``None`` (no quantization), a :class:`MixedPrecision`, a policy name (``"mixed"``,
+    ``"mixed:random:SEED"``, ``"int8"``, ``"int16"``) or a list of :class:`LayerPrecision`."""
+    if policy is None or isinstance(policy, MixedPrecision):
+        return policy
+    if isinstance(policy, str):
+        name, _, seed = policy.partition(":random:")
+        name = {"mixed": "default"}.get(name, name)
+        return MixedPrecision("random", seed=int(seed)) if seed else MixedPrecision(name)
+    return MixedPrecision(list(policy))
+
+
+def encode_update(update: dict[str, np.ndarray], policy: MixedPrecision) -> tuple[ArrayRecord, ConfigRecord]:
+    """Quantize every tensor of ``update`` over its own [min, max] with its layer's dtype and
+    mode (step 11 / 23): the integers, and each tensor's output range ``[min, max]``."""
+    arrays, ranges = {}, {}
+    for (name, u), p in zip(update.items(), policy.layers(len(update))):
+        u = torch.from_numpy(np.ascontiguousarray(u, dtype=np.float32))
+        if not torch.isfinite(u).all():
+            raise ValueError(f"update of {name!r} contains NaN or Inf (did local training diverge?)")
+        q, lo, hi = quantize(u, u.min(), u.max(), p.dtype, p.mode,
+                             ensure_minimum_range=policy.ensure_minimum_range)
+        arrays[name], ranges[name] = Array(q.numpy()), [lo, hi]
+    return ArrayRecord(arrays), ConfigRecord(ranges)
+
+
+def decode_update(arrays: ArrayRecord, ranges: ConfigRecord, policy: MixedPrecision,
+                  modes: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+    """Dequantize what :func:`encode_update` produced (step 13 / 25) with the policy's
+    dequantize modes, or with ``modes`` (one per tensor: an attacker's guess)."""
+    layers = policy.layers(len(arrays))
+    if modes is not None and len(modes) != len(layers):
+        raise ValueError(f"{len(modes)} modes for {len(layers)} tensors")
+    out = {}
+    for i, ((name, a), p) in enumerate(zip(arrays.items(), layers)):
+        q = a.numpy()
+        expected = {"qint8": np.int8, "qint16": np.int16, "quint8": np.uint8, "quint16": np.uint16}[p.dtype]
+        if q.dtype != expected:
+            raise ValueError(f"{name!r} arrived as {q.dtype} but the policy says {p.dtype}: "
+                             "both ends must use the same precision policy")
+        lo, hi = ranges[name]
+        mode = modes[i] if modes is not None else (p.dequantize_mode or p.mode)
+        out[name] = dequantize(torch.from_numpy(q), lo, hi, p.dtype, mode).reshape(q.shape).numpy()
+    return out
+
+
+def payload_bytes(content: RecordDict) -> int:
+    """Size of a message's content as Flower serializes it (protobuf), in bytes."""
+    return serde.recorddict_to_proto(content).ByteSize()
+
+
+def to_numpy(record: ArrayRecord) -> dict[str, np.ndarray]:
+    return {k: v.numpy().astype(np.float32, copy=True) for k, v in record.items()}
+
+
+def to_record(arrays: dict[str, np.ndarray]) -> ArrayRecord:
+    return ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in arrays.items()})
+
+
+# --- the client Mod --------------------------------------------------------------------------
+
+class QuantizedUpdateMod:
+    """Flower client Mod for seed 001 (steps 25 and 11): turns an incoming quantized global
+    update into the global model the ClientApp trains, and the ClientApp's trained weights into
+    a quantized update. Other message types pass through untouched. With ``policy=None`` the
+    policy is that of the run config's ``method`` (:func:`method_setup`; a multi-process
+    deployment), and methods without quantization pass through."""
+
+    def __init__(self, policy: MixedPrecision | str | None = "mixed"):
+        self.policy = as_policy(policy)  # None: read "policy" from the run config at each message
+
+    def __call__(self, msg: Message, ctx: Context, call_next) -> Message:
+        policy = self.policy or method_setup(str(ctx.run_config.get("method", "base")), FLConfig())[1]
+        if policy is None or msg.metadata.message_type.split(".")[0] != MessageType.TRAIN:
+            return call_next(msg, ctx)
+        return self._train(policy, msg, ctx, call_next)
+
+    def _train(self, policy: MixedPrecision, msg: Message, ctx: Context, call_next) -> Message:
+        content, config = msg.content, msg.content[CONFIG]
+        if UPDATE in content:  # step 25: the global model = our copy + dequantized dW_G
+            base_version = int(config["base-version"])
+            have = int(ctx.state[VERSION_STATE]["version"]) if VERSION_STATE in ctx.state else None
+            if have != base_version:
+                raise RuntimeError(f"client holds global model version {have}, the update is "
+                                   f"against version {base_version}")
+            base = to_numpy(ctx.state[GLOBAL_STATE])
+            delta = decode_update(content[UPDATE], content[RANGES], policy)
+            current = {k: base[k] + delta[k] for k in base}
+            del content[UPDATE], content[RANGES]
+            content[ARRAYS] = to_record(current)
+        else:
+            current = to_numpy(content[ARRAYS])
+        ctx.state[GLOBAL_STATE] = to_record(current)
+        ctx.state[VERSION_STATE] = ConfigRecord({"version": int(config["version"])})
+
+        reply = call_next(msg, ctx)
+        if reply.has_error():
+            return reply
+        local = to_numpy(reply.content[ARRAYS])  # step 11: send dW = local - global, quantized
+        update, ranges = encode_update({k: local[k] - current[k] for k in current}, policy)
+        del reply.content[ARRAYS]
+        reply.content[UPDATE], reply.content[RANGES] = update, ranges
+        return reply
+
+
+# --- the strategy ----------------------------------------------------------------------------
+
+class QuantizedFedAvg(FedAvg):
+    """FedAvg with seed 001's quantized updates both ways (steps 13, 14, 23), or plain FedAvg
+    with ``policy=None``; either way it records every message's payload bytes in ``traffic``.
+
+    ``policy`` must be the clients' policy; give it other ``dequantize_mode`` s to see what a
+    server that dequantizes with the wrong modes does (seed 001 Fig. 4). Other keyword
+    arguments go to Flower's ``FedAvg``.
+    """
+
+    def __init__(self, policy: MixedPrecision | str | None = "mixed", **kwargs):
+        kwargs.setdefault("fraction_evaluate", 0.0)  # the server evaluates centrally
+        kwargs.setdefault("train_metrics_aggr_fn", _aggregate_metrics)
+        super().__init__(**kwargs)
+        self.policy = as_policy(policy)
+        self.version = 0  # how many global updates have been applied
+        self.global_weights: dict[str, np.ndarray] | None = None
+        self.global_update: tuple[ArrayRecord, ConfigRecord] | None = None
+        self.synced: set[int] = set()
+        self.traffic: list[dict] = []  # round, direction, node, kind, bytes
+        self.train_metrics: dict[int, dict] = {}  # round: the clients' aggregated metrics
+
+    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                        grid: Grid) -> Iterable[Message]:
+        config = ConfigRecord({**config, "version": self.version})
+        messages = list(super().configure_train(server_round, arrays, config, grid))
+        if self.policy is not None and self.global_weights is None:
+            self.global_weights = to_numpy(arrays)
+        out = []
+        for msg in messages:
+            node = msg.metadata.dst_node_id
+            if self.policy is not None and self.global_update is not None and node in self.synced:
+                q, ranges = self.global_update
+                cfg = ConfigRecord({**msg.content[CONFIG], "base-version": self.version - 1})
+                msg = Message(RecordDict({UPDATE: q, RANGES: ranges, CONFIG: cfg}),
+                              dst_node_id=node, message_type=MessageType.TRAIN)
+            kind = "quantized update" if UPDATE in msg.content else "float32 model"
+            self.traffic.append(dict(round=server_round, direction="down", node=node, kind=kind,
+                                     bytes=payload_bytes(msg.content)))
+            out.append(msg)
+        return out
+
+    def aggregate_train(self, server_round: int, replies: Iterable[Message]
+                        ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        replies = list(replies)
+        for msg in replies:
+            if not msg.has_error():
+                self.traffic.append(dict(round=server_round, direction="up", node=msg.metadata.src_node_id,
+                                         kind="quantized update" if UPDATE in msg.content else "float32 model",
+                                         bytes=payload_bytes(msg.content)))
+        arrays, metrics = (super().aggregate_train(server_round, replies) if self.policy is None
+                           else self._aggregate_quantized(replies))
+        if metrics is not None:
+            self.train_metrics[server_round] = dict(metrics)
+        this_round = [t for t in self.traffic if t["round"] == server_round]
+        LOG.info("round %d traffic: %d bytes down, %d bytes up (%s)", server_round,
+                 sum(t["bytes"] for t in this_round if t["direction"] == "down"),
+                 sum(t["bytes"] for t in this_round if t["direction"] == "up"),
+                 ", ".join(sorted({t["kind"] for t in this_round})))
+        return arrays, metrics
+
+    def _aggregate_quantized(self, replies: list[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        valid, _ = self._check_and_log_replies(replies, is_train=True, validate=False)
+        if not valid:
+            return None, None
+        contents = [m.content for m in valid]
+        weights = np.array([float(next(iter(c.metric_records.values()))[self.weighted_by_key])
+                            for c in contents])
+        deltas = [decode_update(c[UPDATE], c[RANGES], self.policy) for c in contents]  # step 13
+        mean = {k: sum(w * d[k] for w, d in zip(weights, deltas)) / weights.sum()  # step 14
+                for k in deltas[0]}
+        self.global_update = encode_update(mean, self.policy)  # step 23
+        applied = decode_update(*self.global_update, self.policy)  # what the clients will add
+        self.global_weights = {k: self.global_weights[k] + applied[k] for k in self.global_weights}
+        self.version += 1
+        self.synced = {m.metadata.src_node_id for m in valid}
+        return to_record(self.global_weights), self.train_metrics_aggr_fn(contents, self.weighted_by_key)
+
+
+# --- client training -------------------------------------------------------------------------
+
+@dataclass
+class FLConfig:
+    """One federated run (seed 001: 15 clients, LeNet-5). ``dp_epsilon > 0`` trains every client
+    with DP-SGD (Opacus, Poisson sampling, RDP accountant) calibrated so that the whole run
+    spends ``dp_epsilon`` at ``dp_delta`` per client data set (sample-level DP)."""
+
+    dataset: str = "fashion-mnist"
+    num_clients: int = 15
+    rounds: int = 20
+    local_epochs: int = 1
+    batch_size: int = 32
+    lr: float = 0.05
+    momentum: float = 0.9
+    seed: int = 0
+    client_examples: int = 0  # 0: every client gets len(train) / num_clients images
+    test_examples: int = 0  # 0: the whole test set
+    dp_epsilon: float = 0.0
+    dp_delta: float = 1e-5
+    dp_clip: float = 1.0
+    dp_batch_size: int = 128  # DP-SGD's batch and step size (the "dp" method uses them)
+    dp_lr: float = 0.1
+    data_root: str = ""
+
+    def __post_init__(self):
+        if self.num_clients < 1 or self.rounds < 1 or self.local_epochs < 1 or self.batch_size < 1:
+            raise ValueError("num_clients, rounds, local_epochs and batch_size must be >= 1")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.dp_epsilon < 0 or not 0 < self.dp_delta < 1:
+            raise ValueError("dp_epsilon must be >= 0 and dp_delta in (0, 1)")
+
+
+@functools.lru_cache(maxsize=4)
+def _dataset(name: str, train: bool, root: str) -> Dataset:
+    return load_dataset(name, train=train, root=root or None)
+
+
+def client_data(cfg: FLConfig, partition: int) -> Subset:
+    """Client ``partition``'s share: an IID split of the training set (fixed by ``cfg.seed``)."""
+    if not 0 <= partition < cfg.num_clients:
+        raise ValueError(f"partition {partition} outside 0..{cfg.num_clients - 1}")
+    data = _dataset(cfg.dataset, True, cfg.data_root)
+    order = torch.randperm(len(data), generator=torch.Generator().manual_seed(cfg.seed))
+    share = np.array_split(order.numpy(), cfg.num_clients)[partition]
+    if cfg.client_examples:
+        share = share[:cfg.client_examples]
+    return Subset(data, share.tolist())
+
+
+def evaluation_data(cfg: FLConfig) -> Dataset:
+    """The test set the server evaluates the global model on (its first ``cfg.test_examples``)."""
+    data = _dataset(cfg.dataset, False, cfg.data_root)
+    return Subset(data, range(min(cfg.test_examples, len(data)))) if cfg.test_examples else data
+
+
+def build_lenet5(cfg: FLConfig) -> LeNet5:
+    """Seed 001's LeNet-5 for ``cfg.dataset``'s image size, channels and classes."""
+    data = _dataset(cfg.dataset, False, cfg.data_root)
+    channels, size, _ = data[0][0].shape
+    return LeNet5(in_channels=channels, num_classes=count_classes(data), image_size=size)
+
+
+RDP_ORDERS = [1 + x / 10.0 for x in range(1, 100)] + list(range(12, 256))  # Opacus' default, extended
+
+
+def dp_noise_multiplier(cfg: FLConfig, examples: int) -> float:
+    """The DP-SGD noise multiplier that spends ``cfg.dp_epsilon`` over all rounds (RDP)."""
+    from opacus.accountants.utils import get_noise_multiplier
+    sample_rate = min(1.0, cfg.batch_size / examples)
+    steps = cfg.rounds * cfg.local_epochs * math.ceil(1 / sample_rate)
+    return get_noise_multiplier(target_epsilon=cfg.dp_epsilon, target_delta=cfg.dp_delta,
+                                sample_rate=sample_rate, steps=steps, accountant="rdp", alphas=RDP_ORDERS)
+
+
+def local_train(model: torch.nn.Module, data: Dataset, cfg: FLConfig, seed: int,
+                ctx_state: RecordDict | None = None) -> dict[str, float]:
+    """Algorithm 1, lines 5-10: ``cfg.local_epochs`` of minibatch SGD on the client's data, with
+    DP-SGD when ``cfg.dp_epsilon > 0`` (its accountant history kept in ``ctx_state`` across
+    rounds). Returns the mean training loss and, with DP, the epsilon spent so far."""
+    torch.manual_seed(seed)
+    loader = DataLoader(data, batch_size=cfg.batch_size, shuffle=True,
+                        generator=torch.Generator().manual_seed(seed))
+    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
+    engine = None
+    if cfg.dp_epsilon > 0:
+        from opacus import PrivacyEngine
+        engine = PrivacyEngine(accountant="rdp")
+        if ctx_state is not None and "dp-history" in ctx_state:
+            h = ctx_state["dp-history"]
+            engine.accountant.history = list(zip(h["sigma"], h["rate"], h["steps"]))
+        sigma = dp_noise_multiplier(cfg, len(data))
+        train_model, optimizer, loader = engine.make_private(
+            module=model, optimizer=optimizer, data_loader=loader, noise_multiplier=sigma,
+            max_grad_norm=cfg.dp_clip, poisson_sampling=True, noise_generator=torch.Generator().manual_seed(seed))
+    else:
+        train_model = model
+    train_model.train()
+    total, count = 0.0, 0
+    for _ in range(cfg.local_epochs):
+        for x, y in loader:
+            if len(y) == 0:  # Poisson sampling can draw an empty batch
+                continue
+            optimizer.zero_grad()
+            loss = F.cross_entropy(train_model(x), y)
+            loss.backward()
+            optimizer.step()
+            total, count = total + float(loss.detach()) * len(y), count + len(y)
+    out = {"train-loss": total / max(count, 1)}
+    if engine is not None:
+        history = engine.accountant.history
+        if ctx_state is not None:
+            ctx_state["dp-history"] = ConfigRecord({"sigma": [float(h[0]) for h in history],
+                                                    "rate": [float(h[1]) for h in history],
+                                                    "steps": [int(h[2]) for h in history]})
+        out["epsilon"] = float(engine.accountant.get_epsilon(cfg.dp_delta, alphas=RDP_ORDERS))
+        train_model.remove_hooks()
+    return out
+
+
+def train_message(msg: Message, ctx: Context) -> Message:
+    """The ClientApp's train function: load the global model, train locally, reply weights."""
+    config = msg.content[CONFIG]
+    cfg = FLConfig(**{k: config[k] for k in asdict(FLConfig()) if k in config})
+    torch.set_num_threads(1)
+    model = build_lenet5(cfg)
+    model.load_state_dict(msg.content[ARRAYS].to_torch_state_dict())
+    partition = int(ctx.node_config["partition-id"])
+    data = client_data(cfg, partition)
+    seed = cfg.seed * 1_000_003 + int(config["server-round"]) * 1000 + partition
+    metrics = local_train(model, data, cfg, seed, ctx.state)
+    metrics["num-examples"] = len(data)
+    content = RecordDict({ARRAYS: ArrayRecord(model.state_dict()), METRICS: MetricRecord(metrics)})
+    return Message(content, reply_to=msg)
+
+
+def client_app(policy: MixedPrecision | str | None = None) -> ClientApp:
+    """A ClientApp that trains seed 001's LeNet-5 on its partition; with a ``policy`` it is
+    wrapped in :class:`QuantizedUpdateMod`."""
+    app = ClientApp(mods=[QuantizedUpdateMod(policy)] if as_policy(policy) is not None else [])
+    app.train()(train_message)
+    return app
+
+
+def _aggregate_metrics(contents: list[RecordDict], key: str) -> MetricRecord:
+    """Weighted mean of the clients' metrics, plus the largest epsilon any client spent."""
+    records = [next(iter(c.metric_records.values())) for c in contents]
+    weights = np.array([float(r[key]) for r in records])
+    out = {k: float(sum(w * float(r[k]) for w, r in zip(weights, records)) / weights.sum())
+           for k in records[0] if k != key}
+    if "epsilon" in records[0]:
+        out["epsilon-max"] = max(float(r["epsilon"]) for r in records)
+    out[key] = int(weights.sum())
+    return MetricRecord(out)
+
+
+def config_from_run(run_config: dict) -> tuple[str, FLConfig]:
+    """(method, FLConfig) from a Flower run config (``flwr run ... --run-config``): the
+    ``method`` entry and any :class:`FLConfig` field by name."""
+    fields = asdict(FLConfig())
+    cfg = FLConfig(**{k: type(fields[k])(v) for k, v in run_config.items() if k in fields})
+    return str(run_config.get("method", "mixed")), cfg
+
+
+def make_strategy(method: str, cfg: FLConfig) -> tuple[FLConfig, QuantizedFedAvg, MixedPrecision | None]:
+    """(the method's config, its server strategy, the clients' policy) for ``method``."""
+    cfg, client_policy, server_policy = method_setup(method, cfg)
+    return cfg, QuantizedFedAvg(server_policy, min_train_nodes=cfg.num_clients,
+                                min_available_nodes=cfg.num_clients), client_policy
+
+
+def server_app(method: str | None = None, cfg: FLConfig | None = None, strategy: QuantizedFedAvg | None = None,
+               on_round: Callable[[dict], None] | None = None) -> ServerApp:
+    """A ServerApp that runs a method for ``cfg.rounds`` rounds from a LeNet-5 initialized with
+    ``cfg.seed``, evaluating the global model on the test set after every round and passing
+    each round's row to ``on_round``. Without ``method`` / ``cfg`` it reads them from the run
+    config (:func:`config_from_run`), as in a multi-process deployment."""
+    app = ServerApp()
+
+    @app.main()
+    def main(grid: Grid, context: Context) -> None:
+        run_method, run_cfg = config_from_run(context.run_config)
+        run_method, run_cfg = method or run_method, cfg or run_cfg
+        run_cfg, run_strategy, _ = make_strategy(run_method, run_cfg)
+        torch.manual_seed(run_cfg.seed)
+        model, test = build_lenet5(run_cfg), evaluation_data(run_cfg)
+        start = time.perf_counter()
+
+        def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord:
+            model.load_state_dict(arrays.to_torch_state_dict())
+            loss, accuracy = evaluate(model, test)
+            row = {"round": server_round, "test_loss": loss, "test_accuracy": accuracy,
+                   "seconds": time.perf_counter() - start}
+            LOG.info("round %d: test accuracy %.4f", server_round, accuracy)
+            if on_round is not None:
+                on_round(row)
+            return MetricRecord({"test-loss": loss, "test-accuracy": accuracy})
+
+        (strategy or run_strategy).start(grid=grid, initial_arrays=ArrayRecord(model.state_dict()),
+                                         num_rounds=run_cfg.rounds, train_config=ConfigRecord(asdict(run_cfg)),
+                                         evaluate_fn=evaluate_fn)
+
+    return app
+
+
+# --- what a gradient leakage attacker sees ----------------------------------------------------
+
+def one_step_update(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, lr: float) -> dict[str, np.ndarray]:
+    """The update a client sends after one SGD step of size ``lr`` on the batch (x, y):
+    ``-lr`` times the gradient. This is the setting gradient leakage attacks need (seed 001's
+    Fig. 1 and 2); an update of many steps over many images mixes them."""
+    from .attack import target_gradients
+    grads = target_gradients(model, x, y)
+    return {n: (-lr * g).numpy() for (n, _), g in zip(model.named_parameters(), grads)}
+
+
+ATTACK_VIEWS = {
+    "plain": "the float32 update of base FL",
+    "sent": "the quantized update as it travels: its integers read as numbers (no ranges, no modes)",
+    "server": "dequantized with the right modes: what the server averages (Fig. 3)",
+    "wrong-mode": "dequantized with a wrong mode for every tensor (Fig. 4; see wrong_modes)",
+    "guess": "dequantized with MIN_COMBINED for every tensor, using the ranges in the message",
+}
+
+
+def attacker_views(update: dict[str, np.ndarray], policy: MixedPrecision | str, lr: float
+                   ) -> dict[str, list[torch.Tensor]]:
+    """The gradients (update / -lr) an attacker obtains in each of :data:`ATTACK_VIEWS`."""
+    policy = as_policy(policy)
+    q, ranges = encode_update(update, policy)
+    n = len(update)
+    decoded = {
+        "plain": update,
+        "sent": {k: a.numpy().astype(np.float32) for k, a in q.items()},
+        "server": decode_update(q, ranges, policy),
+        "wrong-mode": decode_update(q, ranges, wrong_modes(policy, n)),
+        "guess": decode_update(q, ranges, policy, modes=["MIN_COMBINED"] * n),
+    }
+    return {view: [torch.from_numpy(np.asarray(v, dtype=np.float32)) / -lr for v in d.values()]
+            for view, d in decoded.items()}
+
+
+LEAK_ATTACKS = [(view, "l2") for view in ATTACK_VIEWS] + [("sent", "correlation")]
+
+
+def leakage_sweep(model: torch.nn.Module, data: Dataset, images: Sequence[int], policy: MixedPrecision | str,
+                  lr: float, iterations: int = 450, seeds: Sequence[int] = (0,), path: str | Path | None = None,
+                  snapshot_at: Sequence[int] = (0, 10, 20, 30, 50, 100, 200, 450), progress: bool | None = None
+                  ) -> pd.DataFrame:
+    """Seed 001 Fig. 1-4 as a sweep: for each image, the one-step update of a client holding it,
+    attacked in every view of :data:`ATTACK_VIEWS` with DLG's distance, and the sent integers
+    also with :func:`~dlg_utils.attack.correlation_distance`. The label is read from each
+    view's own last bias gradient (iDLG). One row per (image, seed, view, distance), stored at
+    ``path`` as it finishes, with the snapshots (clamped images) at ``snapshot_at``."""
+    from .attack import dlg_batch, idlg_label
+    from .experiments import RowStore, trial_row
+    trials = [{"image": int(i), "seed": int(s), "view": v, "distance": d, "iterations": iterations}
+              for i in images for s in seeds for v, d in LEAK_ATTACKS]
+    store = RowStore(path)
+    pending = store.pending(trials)
+    for distance in ("l2", "correlation"):
+        group = [(k, t) for k, t in pending if t["distance"] == distance]
+        if not group:
+            continue
+        views, truths, ys = {}, [], []
+        for _, t in group:
+            if t["image"] not in views:
+                x, y = data[t["image"]]
+                views[t["image"]] = (x[None], int(y), attacker_views(one_step_update(model, x[None], torch.tensor([int(y)]), lr),
+                                                                     policy, lr))
+        targets = [views[t["image"]][2][t["view"]] for _, t in group]
+
+        def save(i: int, result, group=group) -> None:
+            key, trial = group[i]
+            row = trial_row(result, views[trial["image"]][1])
+            row["snapshots"] = {int(k): v[0].numpy().round(4).tolist() for k, v in result.snapshots.items()
+                                if k in snapshot_at}
+            store.add(key, {**trial, **row})
+
+        dlg_batch(model, targets, image_shape=views[group[0][1]["image"]][0].shape,
+                  num_classes=targets[0][-1].shape[0], iterations=iterations,
+                  labels=[idlg_label(t, source="bias") for t in targets], seeds=[t["seed"] for _, t in group],
+                  ground_truths=[views[t["image"]][0] for _, t in group], snapshot_every=0,
+                  snapshot_at=snapshot_at, distance=distance, progress=progress, on_result=save)
+    return store.frame(trials)
+
+
+def upload_bytes(update: dict[str, np.ndarray], policy: MixedPrecision | str | None) -> int:
+    """Payload bytes of the message that uploads ``update`` (float32 when ``policy`` is None)."""
+    policy = as_policy(policy)
+    if policy is None:
+        return payload_bytes(RecordDict({ARRAYS: to_record(update)}))
+    q, ranges = encode_update(update, policy)
+    return payload_bytes(RecordDict({UPDATE: q, RANGES: ranges}))
+
+
+# --- running it ------------------------------------------------------------------------------
+
+METHODS = ("base", "dp", "mixed", "int8", "int16", "mixed-wrong-mode")
+
+
+def wrong_modes(policy: MixedPrecision, num_tensors: int) -> MixedPrecision:
+    """``policy`` with every tensor dequantized by a mode other than its own (seed 001 Fig. 4):
+    SCALED for MIN_COMBINED / MIN_FIRST tensors, MIN_COMBINED for SCALED ones. (A SCALED
+    tensor's range is symmetric, so every mode decodes it right; MIN_COMBINED and MIN_FIRST
+    decode each other's tensors to within one step. SCALED is the one wrong guess that hurts.)"""
+    return MixedPrecision([replace(p, dequantize_mode="MIN_COMBINED" if p.mode == "SCALED" else "SCALED")
+                           for p in policy.layers(num_tensors)], ensure_minimum_range=policy.ensure_minimum_range)
+
+
+def method_setup(method: str, cfg: FLConfig) -> tuple[FLConfig, MixedPrecision | None, MixedPrecision | None]:
+    """(config, client policy, server policy) of a Table 1 method: ``base`` (float FedAvg), ``dp``
+    (DP-SGD at epsilon 1, delta 1e-5, with ``dp_batch_size`` and ``dp_lr``), ``mixed`` (seed 001), ``int8`` / ``int16`` (one
+    precision everywhere), ``mixed-wrong-mode`` (the server dequantizes with the wrong modes)."""
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if method == "base":
+        return cfg, None, None
+    if method == "dp":
+        return replace(cfg, dp_epsilon=cfg.dp_epsilon or 1.0, batch_size=cfg.dp_batch_size, lr=cfg.dp_lr), None, None
+    if method == "mixed-wrong-mode":
+        client = as_policy("mixed")
+        return cfg, client, wrong_modes(client, len(list(build_lenet5(cfg).parameters())))
+    return cfg, as_policy(method), as_policy(method)
+
+
+def run_federated(method: str, cfg: FLConfig = FLConfig(), *, num_cpus: int | None = None,
+                  progress: bool | None = None, verbose: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Run one method of seed 001's Table 1 with Flower's simulation engine (Ray, one
+    process per concurrent client). Returns (one row per round: test loss and accuracy,
+    seconds, uplink / downlink bytes, epsilon; one row per message: its payload bytes)."""
+    import os
+    from flwr.simulation import run_simulation
+    from tqdm.auto import tqdm
+    from .config import progress_enabled
+
+    rows: list[dict] = []
+    show = progress_enabled() if progress is None else progress
+    bar = tqdm(total=cfg.rounds, desc=f"FL {method}", disable=not show, unit="round")
+
+    def on_round(row: dict) -> None:
+        rows.append(row)
+        if row["round"] > 0:
+            bar.update(1)
+
+    cpus = num_cpus or os.cpu_count() or 1
+    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+    level = LOG.level
+    LOG.setLevel(logging.INFO if verbose else logging.ERROR)
+    cfg, strategy, client_policy = make_strategy(method, cfg)
+    try:
+        run_simulation(server_app(method, cfg, strategy, on_round), client_app(client_policy),
+                       num_supernodes=cfg.num_clients,
+                       backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
+                                       "init_args": {"num_cpus": cpus, "log_to_driver": verbose,
+                                                     "logging_level": logging.ERROR}},
+                       verbose_logging=verbose)
+    finally:
+        LOG.setLevel(level)
+        bar.close()
+    if len(rows) != cfg.rounds + 1:
+        raise RuntimeError(f"the simulation finished {len(rows) - 1} of {cfg.rounds} rounds "
+                           "(rerun with verbose=True to see Flower's log)")
+    traffic = pd.DataFrame(strategy.traffic)
+    history = pd.DataFrame(rows)
+    per_round = traffic.groupby(["round", "direction"])["bytes"].sum().unstack(fill_value=0)
+    history["up_bytes"] = history["round"].map(per_round.get("up", {})).fillna(0).astype(int)
+    history["down_bytes"] = history["round"].map(per_round.get("down", {})).fillna(0).astype(int)
+    metrics = pd.DataFrame.from_dict(strategy.train_metrics, orient="index")
+    history = history.join(metrics.drop(columns=["num-examples"], errors="ignore"), on="round")
+    history["method"] = method
+    return history, traffic
