@@ -35,10 +35,16 @@ def _levels(levels) -> int:
     return int(levels)
 
 
-def _grid(g: torch.Tensor, levels: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Position of ``g`` on the grid of ``levels`` values from g.min() to g.max(): (pos, lo, step)."""
+def _grid(g: torch.Tensor, levels: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    """Position of ``g`` on the grid of ``levels`` values from g.min() to g.max(): (pos, lo, step);
+    None when there is no grid to round to: an empty or constant tensor, or a range so small
+    (a few denormals) that its step is 0 in the tensor's precision."""
+    if g.numel() == 0:
+        return None
     lo, hi = g.min(), g.max()
     step = (hi - lo) / (levels - 1)
+    if not step > 0:
+        return None
     return (g - lo) / step, lo, step
 
 
@@ -69,7 +75,8 @@ class NoDefense(Defense):
 @dataclass(repr=False)
 class UniformQuantization(Defense):
     """Round each entry to the nearest of ``levels`` evenly spaced values from the tensor's min to
-    its max ((max-min)/(levels-1) apart). A constant tensor is returned unchanged (one level)."""
+    its max ((max-min)/(levels-1) apart). A constant tensor is returned unchanged (one level), as
+    is one whose range is too small for its step to be represented (a few denormals)."""
 
     levels: int
 
@@ -78,9 +85,10 @@ class UniformQuantization(Defense):
         self.name = f"uniform:{self.levels}"
 
     def one(self, g, generator):
-        if g.numel() == 0 or g.min() == g.max():
+        grid = _grid(g, self.levels)
+        if grid is None:
             return g.clone()
-        pos, lo, step = _grid(g, self.levels)
+        pos, lo, step = grid
         return torch.round(pos) * step + lo
 
 
@@ -96,9 +104,10 @@ class StochasticRounding(Defense):
         self.name = f"stochastic:{self.levels}"
 
     def one(self, g, generator):
-        if g.numel() == 0 or g.min() == g.max():
+        grid = _grid(g, self.levels)
+        if grid is None:
             return g.clone()
-        pos, lo, step = _grid(g, self.levels)
+        pos, lo, step = grid
         lower = torch.floor(pos)
         u = torch.rand(g.shape, generator=generator, device=g.device, dtype=g.dtype)
         return (lower + (u < pos - lower).to(g.dtype)) * step + lo

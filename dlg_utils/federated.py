@@ -24,7 +24,7 @@ import functools
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
@@ -43,7 +43,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from .data import load_dataset, num_classes as count_classes
 from .defenses import LayerPrecision, MixedPrecision
 from .models import LeNet5
-from .quantization import MODES, dequantize, quantize
+from .quantization import DTYPES, MODES, dequantize, quantize
 from .training import evaluate
 
 ARRAYS, CONFIG, METRICS = "arrays", "config", "metrics"
@@ -90,8 +90,7 @@ def decode_update(arrays: ArrayRecord, ranges: ConfigRecord, policy: MixedPrecis
     out = {}
     for i, ((name, a), p) in enumerate(zip(arrays.items(), layers)):
         q = a.numpy()
-        expected = {"qint8": np.int8, "qint16": np.int16, "quint8": np.uint8, "quint16": np.uint16}[p.dtype]
-        if q.dtype != expected:
+        if torch.from_numpy(q).dtype != DTYPES[p.dtype][0]:
             raise ValueError(f"{name!r} arrived as {q.dtype} but the policy says {p.dtype}: "
                              "both ends must use the same precision policy")
         lo, hi = ranges[name]
@@ -123,7 +122,7 @@ class QuantizedUpdateMod:
     deployment), and methods without quantization pass through."""
 
     def __init__(self, policy: MixedPrecision | str | None = "mixed"):
-        self.policy = as_policy(policy)  # None: read "policy" from the run config at each message
+        self.policy = as_policy(policy)  # None: the policy of the run config's method
 
     def __call__(self, msg: Message, ctx: Context, call_next) -> Message:
         policy = self.policy or method_setup(str(ctx.run_config.get("method", "base")), FLConfig())[1]
@@ -504,7 +503,7 @@ def leakage_sweep(model: torch.nn.Module, data: Dataset, images: Sequence[int], 
         group = [(k, t) for k, t in pending if t["distance"] == distance]
         if not group:
             continue
-        views, truths, ys = {}, [], []
+        views = {}
         for _, t in group:
             if t["image"] not in views:
                 x, y = data[t["image"]]

@@ -25,6 +25,9 @@ def test_uniform_quantization_properties(x, levels):
         assert torch.equal(q, x)
         return
     step = (hi - lo) / (levels - 1)
+    if step == 0:  # a range of a few denormals: no representable grid, returned unchanged
+        assert torch.equal(q, x)
+        return
     assert q.unique().numel() <= levels
     assert float((q - x).abs().max()) <= float(step) / 2 * (1 + 1e-4) + 1e-6
     pos = (q - lo) / step  # every value sits on the grid
@@ -41,8 +44,19 @@ def test_stochastic_rounding_rounds_to_a_neighbouring_level(x, levels, seed):
         assert torch.equal(q, x)
         return
     step = (hi - lo) / (levels - 1)
+    if step == 0:
+        assert torch.equal(q, x)
+        return
     assert float((q - x).abs().max()) <= float(step) * (1 + 1e-4) + 1e-6
     assert q.unique().numel() <= levels
+
+
+@pytest.mark.parametrize("defense", [UniformQuantization(3), StochasticRounding(3)])
+def test_a_range_of_denormals_is_returned_unchanged_not_nan(defense):
+    """Found by hypothesis: a range of one denormal over 2 steps has step 0 in float32."""
+    x = torch.tensor([1.4013e-45, 0.0, 0.0, 0.0])
+    q = defense([x], gen(0))[0]
+    assert torch.isfinite(q).all() and torch.equal(q, x)
 
 
 def test_stochastic_rounding_is_unbiased():
