@@ -4,3 +4,11 @@ import os
 
 os.environ.setdefault("DLG_QUICK", "1")
 os.environ.setdefault("DLG_PROGRESS", "0")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Every notebook cell counts as slow: ``pytest -m "not slow"`` is the one-minute check."""
+    import pytest
+    for item in items:
+        if item.nodeid.endswith(".ipynb") or ".ipynb::" in item.nodeid:
+            item.add_marker(pytest.mark.slow)

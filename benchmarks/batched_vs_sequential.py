@@ -8,19 +8,16 @@ from __future__ import annotations
 
 import argparse
 import platform
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from reference_dlg import reference_dlg  # noqa: E402
+from dlg_utils.reference import reference_dlg
 
-from dlg_utils.attack import dlg_batch, target_gradients  # noqa: E402
-from dlg_utils.data import load_dataset  # noqa: E402
-from dlg_utils.metrics import IMAGE_THRESHOLD, mse  # noqa: E402
-from dlg_utils.models import LeNet, init_uniform_  # noqa: E402
+from dlg_utils.attack import dlg_batch, target_gradients
+from dlg_utils.data import load_dataset
+from dlg_utils.metrics import IMAGE_THRESHOLD, mse
+from dlg_utils.models import LeNet, init_uniform_
 
 
 def peak_rss_mb() -> float:

@@ -32,3 +32,15 @@ def output_path(name: str | Path, folder: Path = IMAGES_DIR) -> Path:
         path = (folder / "quick" if quick_mode() else folder) / path
     path.parent.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def free_cores() -> int:
+    """CPU cores not busy with other work right now: the cores this process may use minus the
+    1-minute load average (at least 1). Two PyTorch processes that each take every core run
+    several times slower than one; threads = free cores avoids that."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        busy = round(os.getloadavg()[0])
+    except OSError:
+        busy = 0
+    return max(1, min(cores, cores - busy))

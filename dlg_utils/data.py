@@ -7,6 +7,7 @@ Debian's ``dataset-fashion-mnist``; CIFAR-10/100 and MNIST load through torchvis
 from __future__ import annotations
 
 import argparse
+import copy
 import gzip
 import os
 import shutil
@@ -14,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+import torch.nn.functional as F
+from torch.utils.data import Dataset, Subset
 import torchvision
 from torchvision import transforms
 
@@ -22,7 +24,7 @@ SAMPLES_FILE = Path(__file__).resolve().parent / "samples" / "samples.npz"
 FASHION_MNIST_DEBIAN = Path("/usr/share/datasets/fashion-mnist")
 TORCHVISION = {"cifar10": torchvision.datasets.CIFAR10, "cifar100": torchvision.datasets.CIFAR100,
                "mnist": torchvision.datasets.MNIST, "fashion-mnist": torchvision.datasets.FashionMNIST}
-NAMES = ("samples", *TORCHVISION)
+NAMES = ("samples", "samples-gray28", *TORCHVISION)
 
 
 class SampleImages(Dataset):
@@ -41,16 +43,37 @@ class SampleImages(Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         return self.images[i], int(self.targets[i])
 
+    def grayscale(self, size: int = 28) -> "SampleImages":
+        """The same images as 1 x ``size`` x ``size`` grayscale, the input of a Fashion-MNIST
+        model: the Fashion-MNIST ones exactly as in the data set (their zero padding removed,
+        for ``size`` 28), the photos as luminance (ITU-R 601) resized with anti-aliasing.
+        Labels are Fashion-MNIST's 10 classes: a garment keeps its class, a photo is given
+        class (photo index // 2), a label a client could train it with (what an attack needs)."""
+        out = copy.copy(self)
+        luma = (self.images * torch.tensor([0.299, 0.587, 0.114])[:, None, None]).sum(1, keepdim=True)
+        resized = F.interpolate(luma, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        pad = (self.images.shape[-1] - size) // 2
+        fashion = torch.tensor(["Fashion-MNIST" in s for s in self.sources])
+        if size == self.images.shape[-1] - 2 * pad:
+            cropped = self.images[:, :1, pad:pad + size, pad:pad + size]
+            resized = torch.where(fashion[:, None, None, None], cropped, resized)
+        out.images = resized.clamp(0, 1)
+        first = self.classes.index("T-shirt/top")
+        out.targets = torch.where(fashion, self.targets - first, torch.arange(len(self.targets)) // 2 % first)
+        out.classes = self.classes[first:]
+        return out
+
 
 def default_root() -> Path:
     return Path(os.environ.get("DLG_DATA", "~/.cache/dlg_utils/data")).expanduser()
 
 
-def get_command(name: str) -> str:
-    """The one command that gets data set ``name`` onto this machine."""
+def get_command(name: str, root: str | Path | None = None) -> str:
+    """The one command that gets data set ``name`` onto this machine (into ``root`` if given)."""
+    download = f"python -m dlg_utils.data {name}" + (f" --root {root}" if root is not None else "")
     if name == "fashion-mnist":
-        return "apt-get install -y dataset-fashion-mnist  (or, with a network: python -m dlg_utils.data fashion-mnist)"
-    return f"python -m dlg_utils.data {name}  (needs a network)"
+        return f"apt-get install -y dataset-fashion-mnist  (or, with a network: {download})"
+    return f"{download}  (needs a network)"
 
 
 def _stage_fashion_mnist(root: Path) -> None:
@@ -73,10 +96,16 @@ def load_dataset(name: str, train: bool = True, root: str | Path | None = None,
     ``FileNotFoundError`` naming where it looked and the command that gets it.
     ``samples`` has a single split and ignores ``train``.
     """
-    if name == "samples":
+    key = str(name).strip().lower().replace("_", "-")
+    key = {"fashionmnist": "fashion-mnist", "cifar-10": "cifar10", "cifar-100": "cifar100"}.get(key, key)
+    if key == "samples":
         return SampleImages()
-    if name not in TORCHVISION:
+    if key == "samples-gray28":
+        return SampleImages().grayscale(28)
+    if key not in TORCHVISION:
         raise ValueError(f"unknown data set {name!r}; choose one of {NAMES}")
+    name = key
+    given = root
     root = Path(root).expanduser() if root is not None else default_root()
     if download is None:
         download = os.environ.get("DLG_DOWNLOAD", "0") == "1"
@@ -88,12 +117,29 @@ def load_dataset(name: str, train: bool = True, root: str | Path | None = None,
     except RuntimeError as e:  # torchvision: "Dataset not found or corrupted..."
         where = f"{root}" + (f" and {FASHION_MNIST_DEBIAN}" if name == "fashion-mnist" else "")
         raise FileNotFoundError(f"data set {name!r} not found in {where}. "
-                                f"Get it with: {get_command(name)}") from e
+                                f"Get it with: {get_command(name, given)}") from e
 
 
-def stack(dataset: Dataset, indices) -> tuple[torch.Tensor, torch.Tensor]:
-    """The images and labels at ``indices`` as one batch: (N x C x H x W, N)."""
-    items = [dataset[int(i)] for i in indices]
+def to_tensors(dataset: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
+    """A whole data set as (N x C x H x W float images in [0, 1], N integer labels), read in
+    one go: training then indexes tensors (on any device) instead of running a DataLoader.
+    torchvision's MNIST-family and CIFAR sets (with ``ToTensor``), the embedded samples and
+    Subsets of them are read from their arrays; any other data set item by item."""
+    if isinstance(dataset, Subset):
+        images, labels = to_tensors(dataset.dataset)
+        idx = torch.as_tensor(list(dataset.indices), dtype=torch.long)
+        return images[idx], labels[idx]
+    if isinstance(dataset, SampleImages):
+        return dataset.images, dataset.targets.long()
+    plain = isinstance(getattr(dataset, "transform", None), transforms.ToTensor)
+    if plain and isinstance(dataset, torchvision.datasets.MNIST):
+        return dataset.data.float().div(255).unsqueeze(1), torch.as_tensor(dataset.targets).long()
+    if plain and isinstance(dataset, torchvision.datasets.CIFAR10):
+        return (torch.from_numpy(dataset.data).permute(0, 3, 1, 2).float().div(255),
+                torch.as_tensor(dataset.targets).long())
+    items = [dataset[i] for i in range(len(dataset))]
+    if not items:
+        raise ValueError("data set is empty")
     return torch.stack([x for x, _ in items]), torch.tensor([int(y) for _, y in items])
 
 
@@ -102,7 +148,8 @@ def num_classes(dataset: Dataset) -> int:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="Download a data set with torchvision (needs a network).")
+    parser = argparse.ArgumentParser(
+        prog="python -m dlg_utils.data", description="Download a data set with torchvision (needs a network).")
     parser.add_argument("name", choices=list(TORCHVISION))
     parser.add_argument("--root", default=None, help="where to put it (default $DLG_DATA or ~/.cache/dlg_utils/data)")
     args = parser.parse_args()

@@ -4,17 +4,24 @@ Each works on one gradient tensor (one layer's weight or bias) at a time, as in 
 section III and its code, and has a short ``name`` that :func:`defense_from_spec` parses back.
 Random defenses draw from the ``torch.Generator`` they are given, once per call: call them once
 per target gradient (the original code re-drew them at every L-BFGS closure call; we do not).
+
+Each defense also says what it reveals and what it costs: :meth:`Defense.share` returns the
+defended gradient with the box of true gradients consistent with it (``bounds``: what a
+defense-aware attacker can match; None for noise, which leaves no box), and
+:meth:`Defense.bits` the size of the message that carries it.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Sequence
 
 import torch
 
-from .quantization import DTYPES, MODES, quantize_dequantize
+from .quantization import DTYPES, MODES, check_format, dequantize, quantize, step_size
 
 Grads = Sequence[torch.Tensor]
+FLOAT_BITS = 32  # a float32 value: a gradient entry, or one end of a tensor's range
 
 
 def _finite(g: torch.Tensor) -> torch.Tensor:
@@ -48,16 +55,48 @@ def _grid(g: torch.Tensor, levels: int) -> tuple[torch.Tensor, torch.Tensor, tor
     return (g - lo) / step, lo, step
 
 
+@dataclass
+class SharedGradient:
+    """What leaves the client: the defended gradient (one tensor per parameter), the defense
+    that made it (an attacker who knows it, Kerckhoffs) and, where the defense allows, the box
+    (low, high) per tensor of true gradients consistent with it."""
+
+    grads: list[torch.Tensor]
+    defense: "Defense"
+    bounds: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+
+
+def _widen(low: torch.Tensor, high: torch.Tensor, slack: torch.Tensor | float) -> tuple[torch.Tensor, torch.Tensor]:
+    return low - slack, high + slack
+
+
 class Defense:
     """Base class: applies :meth:`one` to every gradient tensor."""
 
     name = "defense"
+    entry_bits = FLOAT_BITS  # bits per gradient entry on the wire
+    range_bits = 0  # bits of metadata per tensor (its range)
 
     def __call__(self, grads: Grads, generator: torch.Generator | None = None) -> list[torch.Tensor]:
         return [self.one(_finite(g.detach()), generator) for g in grads]
 
     def one(self, g: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         raise NotImplementedError
+
+    def share(self, grads: Grads, generator: torch.Generator | None = None) -> SharedGradient:
+        """The defended gradient with the box of true gradients it is consistent with."""
+        out = self(grads, generator)
+        return SharedGradient(out, self, self.bounds(out))
+
+    def bounds(self, shared: Grads) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
+        """Per tensor, (low, high) such that the true gradient lies in [low, high], computed from
+        the shared gradient alone; None where the defense leaves no box (noise)."""
+        return None
+
+    def bits(self, shapes: Sequence[Sequence[int]]) -> int:
+        """Bits of the message that carries a gradient of tensors of ``shapes``, metadata
+        (each tensor's range) included."""
+        return sum(math.prod(s) * self.entry_bits + self.range_bits for s in shapes)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r})"
@@ -71,6 +110,9 @@ class NoDefense(Defense):
     def one(self, g, generator):
         return g.clone()
 
+    def bounds(self, shared):
+        return [(g, g) for g in shared]
+
 
 @dataclass(repr=False)
 class UniformQuantization(Defense):
@@ -83,6 +125,7 @@ class UniformQuantization(Defense):
     def __post_init__(self):
         self.levels = _levels(self.levels)
         self.name = f"uniform:{self.levels}"
+        self.entry_bits, self.range_bits = math.ceil(math.log2(self.levels)), 2 * FLOAT_BITS
 
     def one(self, g, generator):
         grid = _grid(g, self.levels)
@@ -90,6 +133,17 @@ class UniformQuantization(Defense):
             return g.clone()
         pos, lo, step = grid
         return torch.round(pos) * step + lo
+
+    reach = 0.5  # the true value is within this many steps of the shared one
+
+    def bounds(self, shared):
+        """The tensor's min and max are kept exactly (they are the grid's ends), so the step is
+        known, and the true value lies within ``reach`` steps of the shared one."""
+        out = []
+        for q in shared:
+            step = (q.max() - q.min()) / (self.levels - 1) if q.numel() else q.new_zeros(())
+            out.append(_widen(q - self.reach * step, q + self.reach * step, 1e-6 * step + 1e-30))
+        return out
 
 
 @dataclass(repr=False)
@@ -102,6 +156,10 @@ class StochasticRounding(Defense):
     def __post_init__(self):
         self.levels = _levels(self.levels)
         self.name = f"stochastic:{self.levels}"
+        self.entry_bits, self.range_bits = math.ceil(math.log2(self.levels)), 2 * FLOAT_BITS
+
+    reach = 1.0  # rounded up or down: within one step
+    bounds = UniformQuantization.bounds
 
     def one(self, g, generator):
         grid = _grid(g, self.levels)
@@ -135,6 +193,26 @@ class Sparsification(Defense):
         out = flat.clone()
         out[drop] = 0
         return out.view_as(g)
+
+    def bounds(self, shared):
+        """Kept entries are exact; a zeroed one was no larger in magnitude than the smallest kept."""
+        out = []
+        for q in shared:
+            kept = q[q != 0].abs()
+            limit = kept.min() if kept.numel() and int(self.ratio * q.numel()) else q.new_zeros(())
+            dropped = (q == 0).to(q.dtype) * limit
+            out.append((q - dropped, q + dropped))
+        return out
+
+    def bits(self, shapes):
+        """Per tensor: the kept values, and their positions as a bitmap or as indices, whichever
+        is smaller."""
+        total = 0
+        for s in shapes:
+            n = math.prod(s)
+            kept = n - int(self.ratio * n)
+            total += kept * FLOAT_BITS + min(n, kept * max(1, math.ceil(math.log2(n))))
+        return total
 
 
 @dataclass(repr=False)
@@ -172,10 +250,25 @@ class HalfPrecision(Defense):
     saturate at +-65504 instead of becoming Inf."""
 
     name = "half"
+    entry_bits = 16
 
     def one(self, g, generator):
         limit = torch.finfo(torch.float16).max
         return g.clamp(-limit, limit).half().to(g.dtype)
+
+    def bounds(self, shared):
+        """Within half a unit in the last place of float16 (2^-24 below its smallest normal);
+        a saturated entry only says the true one was at least as large."""
+        info = torch.finfo(torch.float16)
+        out = []
+        for q in shared:
+            exponent = torch.floor(torch.log2(q.abs().clamp(min=info.smallest_normal)))
+            half_ulp = torch.exp2(exponent - 11)
+            low, high = _widen(q - half_ulp, q + half_ulp, 1e-6 * half_ulp)
+            high = torch.where(q >= info.max, torch.full_like(q, math.inf), high)
+            low = torch.where(q <= -info.max, torch.full_like(q, -math.inf), low)
+            out.append((low, high))
+        return out
 
 
 @dataclass(frozen=True)
@@ -187,11 +280,8 @@ class LayerPrecision:
     dequantize_mode: str | None = None
 
     def __post_init__(self):
-        if self.dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {list(DTYPES)}, got {self.dtype!r}")
-        for m in (self.mode, self.dequantize_mode or self.mode):
-            if m not in MODES:
-                raise ValueError(f"mode must be one of {MODES}, got {m!r}")
+        for mode in (self.mode, self.dequantize_mode or self.mode):
+            check_format(self.dtype, mode)
 
 
 def default_policy(num_tensors: int) -> list[LayerPrecision]:
@@ -256,25 +346,57 @@ class MixedPrecision(Defense):
         return list(self.policy)
 
     def __call__(self, grads, generator=None):
+        return self.share(grads, generator).grads
+
+    def share(self, grads, generator=None):
+        """Quantize each tensor over its own [min, max], dequantize it as the receiver does
+        (:func:`~dlg_utils.quantization.quantize_dequantize`), and bound the true tensor from
+        the message's ranges: within half a step of the dequantized value (a little more for
+        TF's float32 arithmetic; MIN_FIRST's rounded offset can clamp an extreme entry by one
+        more step)."""
         grads = [_finite(g.detach()) for g in grads]
-        return [quantize_dequantize(g, p.dtype, p.mode, p.dequantize_mode,
-                                    ensure_minimum_range=self.ensure_minimum_range)
-                for g, p in zip(grads, self.layers(len(grads)))]
+        out, bounds = [], []
+        for g, p in zip(grads, self.layers(len(grads))):
+            q, lo, hi = quantize(g, g.min(), g.max(), p.dtype, p.mode, ensure_minimum_range=self.ensure_minimum_range)
+            out.append(dequantize(q, lo, hi, p.dtype, p.dequantize_mode or p.mode).reshape(g.shape).to(g.dtype))
+            step = step_size(lo, hi, p.dtype, p.mode)
+            reach = (1.5 if p.mode == "MIN_FIRST" else 0.5) * step
+            bounds.append(_widen(out[-1] - reach, out[-1] + reach, 0.01 * step))
+        wrong = any(p.dequantize_mode not in (None, p.mode) for p in self.layers(len(grads)))
+        return SharedGradient(out, self, None if wrong else bounds)
+
+    def bits(self, shapes):
+        """Each tensor's integers at its precision, and its range (two float32)."""
+        return sum(math.prod(s) * DTYPES[p.dtype][3] + 2 * FLOAT_BITS
+                   for s, p in zip(shapes, self.layers(len(shapes))))
+
+
+SPECS = ("none", "uniform:LEVELS", "stochastic:LEVELS", "sparsity:RATIO", "gaussian:STD", "laplacian:SCALE",
+         "half", "mixed", "mixed:random:SEED", "int8", "int16")
+
+
+def _number(text: str, kind: type, what: str):
+    try:
+        return kind(text)
+    except ValueError:
+        raise ValueError(f"{what} must be {'an integer' if kind is int else 'a number'}, got {text!r}") from None
 
 
 def defense_from_spec(spec: str | Defense | None) -> Defense:
     """Parse a short name: ``none``, ``uniform:16``, ``stochastic:16``, ``sparsity:0.2``,
-    ``gaussian:1e-3``, ``laplacian:1e-3``, ``half``, ``mixed``, ``mixed:random[:SEED]``, ``int8``, ``int16``."""
+    ``gaussian:1e-3``, ``laplacian:1e-3``, ``half``, ``mixed``, ``mixed:random[:SEED]``, ``int8``,
+    ``int16`` (case and spaces do not matter). A bad name raises ``ValueError`` listing the valid
+    forms (:data:`SPECS`)."""
     if spec is None:
         return NoDefense()
     if isinstance(spec, Defense):
         return spec
-    kind, _, arg = str(spec).strip().lower().partition(":")
-    makers = {"uniform": lambda a: UniformQuantization(int(a)),
-              "stochastic": lambda a: StochasticRounding(int(a)),
-              "sparsity": lambda a: Sparsification(float(a)),
-              "gaussian": lambda a: GaussianNoise(float(a)),
-              "laplacian": lambda a: LaplacianNoise(float(a))}
+    kind, _, arg = str(spec).strip().lower().replace(" ", "").partition(":")
+    makers = {"uniform": lambda a: UniformQuantization(_number(a, int, "levels")),
+              "stochastic": lambda a: StochasticRounding(_number(a, int, "levels")),
+              "sparsity": lambda a: Sparsification(_number(a, float, "sparsity ratio")),
+              "gaussian": lambda a: GaussianNoise(_number(a, float, "std")),
+              "laplacian": lambda a: LaplacianNoise(_number(a, float, "scale"))}
     try:
         if kind in makers and arg:
             return makers[kind](arg)
@@ -289,9 +411,32 @@ def defense_from_spec(spec: str | Defense | None) -> Defense:
                 return MixedPrecision("default")
             policy, _, seed = arg.partition(":")
             if policy == "random":
-                return MixedPrecision("random", seed=int(seed or 0))
+                return MixedPrecision("random", seed=_number(seed or "0", int, "seed"))
     except ValueError as e:
         raise ValueError(f"bad defense spec {spec!r}: {e}") from e
-    raise ValueError(f"unknown defense spec {spec!r}; expected e.g. 'none', 'uniform:16', "
-                     "'stochastic:16', 'sparsity:0.2', 'gaussian:1e-3', 'laplacian:1e-3', "
-                     "'half', 'mixed', 'mixed:random:0', 'int8', 'int16'")
+    raise ValueError(f"unknown defense spec {spec!r}; valid: {', '.join(SPECS)} "
+                     "(e.g. 'uniform:16', 'sparsity:0.2', 'gaussian:1e-3')")
+
+
+def describe(spec: str | Defense | None) -> str:
+    """What a defense does, in a few words for a figure or a table (``"uniform:16"`` -> "each
+    tensor rounded to 16 evenly spaced levels")."""
+    d = defense_from_spec(spec)
+    if isinstance(d, NoDefense):
+        return "no defense: the exact gradient"
+    if isinstance(d, StochasticRounding):
+        return f"each tensor randomly rounded to {d.levels} evenly spaced levels"
+    if isinstance(d, UniformQuantization):
+        return f"each tensor rounded to {d.levels} evenly spaced levels"
+    if isinstance(d, Sparsification):
+        return f"the smallest {d.ratio:.0%} of each tensor's entries set to 0"
+    if isinstance(d, GaussianNoise):
+        return f"Gaussian noise of std {d.std:g} added"
+    if isinstance(d, LaplacianNoise):
+        return f"Laplacian noise of scale {d.scale:g} added"
+    if isinstance(d, HalfPrecision):
+        return "rounded to 16-bit floats"
+    if isinstance(d, MixedPrecision):
+        return "each tensor quantized to int8 or int16 (seed 001)" if d.policy in ("default", "random") else \
+            f"each tensor quantized to {d.policy}"
+    return d.name

@@ -2,20 +2,24 @@
 JSON line, so an interrupted sweep resumes without redoing or losing a finished trial."""
 from __future__ import annotations
 
+import base64
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
+import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from .attack import AttackResult, dlg, dlg_batch, idlg_label, target_gradients
+from .attack import AttackResult, dlg_batch, shared_gradient
 from .config import progress_enabled
-from .defenses import defense_from_spec
+from .defenses import SharedGradient
+from .engine import AttackConfig
 
 
 def trial_key(trial: dict) -> str:
@@ -87,10 +91,11 @@ def expand_histories(rows: pd.DataFrame, keep: Iterable[str] = ("image", "seed",
     return pd.concat(parts, ignore_index=True)
 
 
-def trial_row(result: AttackResult, true_label: int, keep_history: bool = True) -> dict:
-    """One sweep row from an attack's result: final metrics, label, convergence, time."""
+def trial_row(result: AttackResult, true_label: int, keep_history: bool = True, keep_image: bool = False) -> dict:
+    """One sweep row from an attack's result: attack, final metrics, label, convergence, time;
+    with ``keep_image`` the final image (clamped, 8 bits: :func:`row_image` reads it back)."""
     final = result.final if len(result.history) else pd.Series(dtype=float)
-    row = {"true_label": int(true_label), "label": int(result.label[0]),
+    row = {"attack": result.attack, "true_label": int(true_label), "label": int(result.label[0]),
            "label_correct": bool(int(result.label[0]) == int(true_label)),
            **{k: float(final.get(k, float("nan"))) for k in ("grad_distance", "mse", "l1", "psnr", "ssim")},
            "converged": result.converged, "converged_at": result.converged_at,
@@ -98,58 +103,109 @@ def trial_row(result: AttackResult, true_label: int, keep_history: bool = True) 
            "seconds": result.seconds}
     if keep_history:
         row["history"] = result.history.to_dict("records")
+    if keep_image:
+        pixels = (result.image.detach().clamp(0, 1) * 255).round().to(torch.uint8).cpu()
+        row["image_shape"] = list(pixels.shape)
+        row["image_u8"] = base64.b64encode(pixels.numpy().tobytes()).decode("ascii")
     return row
 
 
-def attack_sweep(trials: Iterable[dict], models: nn.Module | dict[str, nn.Module], dataset: Dataset,
-                 path: str | Path | None = None, iterations: int = 300, keep_history: bool = True,
-                 chunk_size: int = 64, progress: bool | None = None, **dlg_kwargs) -> pd.DataFrame:
-    """Attack every trial ``{"image", "seed", "defense"[, "label_mode"][, "model"]}`` through the
-    batched engine, ``chunk_size`` trials at a time, writing each trial's row to ``path`` the
-    moment it finishes; trials already stored there are not run again.
+def row_image(row) -> torch.Tensor:
+    """The final image a row stored with ``keep_image`` (floats in [0, 1], 8-bit precision)."""
+    raw = np.frombuffer(base64.b64decode(row["image_u8"]), dtype=np.uint8).copy()
+    return torch.from_numpy(raw).view(*row["image_shape"]).float() / 255
 
-    The target gradient of a trial is the gradient of image ``image`` of ``dataset`` through
-    ``defense`` (its randomness drawn from ``seed``, which also draws the dummy). label_mode
-    "dlg" (default) learns the label, "idlg" extracts it. ``models`` is one model or a dict
-    name -> model selected by the trial's ``model`` key.
-    """
+
+def trial_attack(trial: dict) -> str:
+    """The attack a trial names (``"attack"``); older trials say ``"label_mode": "idlg"``."""
+    return trial.get("attack") or ("idlg" if trial.get("label_mode", "dlg") == "idlg" else "dlg")
+
+
+@dataclass
+class Prepared:
+    """A trial made ready for the engine: what the attacker gets and what it should find."""
+
+    target: SharedGradient
+    truth: torch.Tensor
+    true_label: int
+
+
+def dataset_target(model: nn.Module, dataset: Dataset, trial: dict) -> Prepared:
+    """The shared gradient of image ``trial["image"]`` of ``dataset`` through the trial's
+    ``defense`` (its randomness drawn from the trial's ``seed``, which also draws the dummy)."""
+    x, y = dataset[trial["image"]]
+    device = next(model.parameters()).device
+    x, y = x[None].to(device), int(y)
+    shared = shared_gradient(model, x, torch.tensor([y], device=device), trial.get("defense", "none"),
+                             torch.Generator(device).manual_seed(trial["seed"]))
+    return Prepared(shared, x, y)
+
+
+def run_attacks(trials: Iterable[dict], models: nn.Module | dict[str, nn.Module],
+                prepare: Callable[[nn.Module, dict], Prepared], path: str | Path | None = None, *,
+                keep_history: bool = True, keep_image: bool = False, extra: Callable[[AttackResult], dict] | None = None,
+                chunk_size: int = 64, slice_size: int = 512, progress: bool | None = None,
+                on_result: Callable[[dict, AttackResult], None] | None = None,
+                configs: dict[str, AttackConfig] | None = None, **settings) -> pd.DataFrame:
+    """The one pipeline of every attack study: trial -> shared gradient (``prepare(model,
+    trial)``) -> engine -> row, each row stored at ``path`` the moment its trial finishes;
+    trials already stored there are not run again. A trial names its ``attack`` (``"dlg"``,
+    ``"idlg"``, ``"ig"``, ``"adaptive"``; default DLG) and its ``model`` (a key of ``models``
+    when that is a dict) and carries its ``seed``. ``settings`` override every attack's
+    (``iterations``...); ``extra(result)`` adds columns to a row; ``on_result(trial, result)``
+    sees each result. ``configs`` names attacks of your own (name -> :class:`AttackConfig`) that
+    trials may name too. Targets are prepared ``slice_size`` trials at a time, to bound memory."""
     trials = list(trials)
     store = RowStore(path)
     by_model: dict = {}
-    for k, t in store.pending(trials):
-        by_model.setdefault(t.get("model"), []).append((k, t))
+    for key, trial in store.pending(trials):
+        by_model.setdefault(trial.get("model"), []).append((key, trial))
     for name, group in by_model.items():
         model = models[name] if isinstance(models, dict) else models
-        device = next(model.parameters()).device
-        xs, ys, targets, labels = [], [], [], []
-        for _, t in group:
-            x, y = dataset[t["image"]]
-            x, y = x[None].to(device), torch.tensor([int(y)], device=device)
-            grads = target_gradients(model, x, y, defense_from_spec(t.get("defense", "none")),
-                                     torch.Generator(device).manual_seed(t["seed"]))
-            xs.append(x), ys.append(int(y)), targets.append(grads)
-            labels.append(None if t.get("label_mode", "dlg") == "dlg" else idlg_label(grads))
+        for lo in range(0, len(group), slice_size):
+            part = group[lo:lo + slice_size]
+            ready = [prepare(model, trial) for _, trial in part]
 
-        def save(i: int, result: AttackResult) -> None:
-            key, trial = group[i]
-            store.add(key, {**trial, **trial_row(result, ys[i], keep_history)})
+            def save(i: int, result: AttackResult, part=part, ready=ready) -> None:
+                key, trial = part[i]
+                row = trial_row(result, ready[i].true_label, keep_history, keep_image)
+                store.add(key, {**trial, **row, **(extra(result) if extra else {})})
+                if on_result is not None:
+                    on_result(trial, result)
 
-        dlg_batch(model, targets, image_shape=xs[0].shape, num_classes=targets[0][-1].shape[0],
-                  iterations=iterations, labels=labels, seeds=[t["seed"] for _, t in group],
-                  ground_truths=xs, chunk_size=chunk_size, progress=progress, on_result=save, **dlg_kwargs)
+            dlg_batch(model, [p.target for p in ready], image_shape=ready[0].truth.shape,
+                      num_classes=ready[0].target.grads[-1].shape[0], seeds=[t["seed"] for _, t in part],
+                      ground_truths=[p.truth for p in ready], attack=[(configs or {}).get(trial_attack(t), trial_attack(t)) for _, t in part],
+                      chunk_size=chunk_size, progress=progress, on_result=save, **settings)
     return store.frame(trials)
 
 
+def attack_sweep(trials: Iterable[dict], models: nn.Module | dict[str, nn.Module], dataset: Dataset,
+                 path: str | Path | None = None, iterations: int | None = None, keep_history: bool = True,
+                 chunk_size: int = 64, progress: bool | None = None, **settings) -> pd.DataFrame:
+    """Attack every trial ``{"image", "seed", "defense"[, "attack"][, "model"]}`` through the
+    batched engine (:func:`run_attacks` with :func:`dataset_target`), writing each trial's row
+    to ``path`` the moment it finishes; trials already stored there are not run again.
+
+    The target gradient of a trial is the gradient of image ``image`` of ``dataset`` through
+    ``defense`` (its randomness drawn from ``seed``, which also draws the dummy). ``attack``:
+    ``"dlg"`` (default), ``"idlg"``, ``"ig"`` or ``"adaptive"`` (older trials: ``"label_mode":
+    "idlg"``). ``models`` is one model or a dict name -> model selected by the trial's
+    ``model`` key. ``iterations`` and ``settings`` override the attacks' own.
+    """
+    if iterations is not None:
+        settings["iterations"] = iterations
+    return run_attacks(trials, models, lambda model, trial: dataset_target(model, dataset, trial), path,
+                       keep_history=keep_history, chunk_size=chunk_size, progress=progress, **settings)
+
+
 def attack_trial(model: nn.Module, dataset: Dataset, image: int, seed: int, defense: str = "none",
-                 iterations: int = 300, label_mode: str = "dlg", keep_history: bool = True,
-                 **dlg_kwargs) -> tuple[dict, AttackResult]:
+                 iterations: int | None = None, label_mode: str = "dlg", keep_history: bool = True,
+                 attack: str | None = None, **settings) -> tuple[dict, AttackResult]:
     """Attack image ``image`` of ``dataset`` through ``defense`` with dummy seed ``seed`` (which
     also draws the defense's randomness); returns (summary row, AttackResult)."""
-    x, y = dataset[image]
-    device = next(model.parameters()).device
-    x, y = x[None].to(device), torch.tensor([int(y)], device=device)
-    grads = target_gradients(model, x, y, defense_from_spec(defense), torch.Generator(device).manual_seed(seed))
-    label = None if label_mode == "dlg" else idlg_label(grads)
-    result = dlg(model, grads, image_shape=x.shape, num_classes=grads[-1].shape[0], iterations=iterations,
-                 label=label, seed=seed, ground_truth=x, **dlg_kwargs)
-    return trial_row(result, int(y), keep_history), result
+    trial = {"image": image, "seed": seed, "defense": defense, "attack": attack or ("idlg" if label_mode == "idlg" else "dlg")}
+    results = []
+    attack_sweep([trial], model, dataset, iterations=iterations, progress=False,
+                 on_result=lambda _, r: results.append(r), **settings)
+    return trial_row(results[0], int(dataset[image][1]), keep_history), results[0]

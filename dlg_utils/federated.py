@@ -2,7 +2,8 @@
 
 Clients wrap their ClientApp in :class:`QuantizedUpdateMod` and the server runs
 :class:`QuantizedFedAvg`, both with the same precision policy (int8 or int16 and a TF mode per
-tensor, :class:`~dlg_utils.defenses.MixedPrecision`). Algorithm 1 of seed 001, step by step:
+tensor, :class:`~dlg_utils.defenses.MixedPrecision`; the codec is :mod:`~dlg_utils.codec`).
+Algorithm 1 of seed 001, step by step:
 
 - 11, client: the update dW = (local weights - received global weights) goes out quantized,
   each tensor over its own [min, max]; the message carries the integers and, per tensor, the
@@ -15,101 +16,51 @@ tensor, :class:`~dlg_utils.defenses.MixedPrecision`). Algorithm 1 of seed 001, s
 
 The server adds the same dequantized dW_G to its own copy, so both ends hold the same global
 model. A node that missed the previous round (or whose copy does not match) gets the full
-float32 model instead. ``policy=None`` is plain FedAvg (float32 weights both ways). Every
-message's payload size is measured (``QuantizedFedAvg.traffic``).
+float32 model instead. Every message's payload size is measured (``QuantizedFedAvg.traffic``).
+
+``policy`` means the same everywhere (:class:`QuantizedUpdateMod`, :class:`QuantizedFedAvg`,
+:func:`client_app`): ``None`` is plain FedAvg (float32 weights both ways, no quantization); a
+policy or its name (:func:`~dlg_utils.codec.as_policy`) quantizes with it. The client side
+alone also takes :data:`FROM_RUN_CONFIG`: the policy of the run config's ``method`` (a
+multi-process deployment, where the run config is known only when a message arrives).
+
+This module is the Flower system only: training, DP-SGD, apps and the simulation runner. It
+imports the codec, data, models and training, never the attacks (the leakage study is
+:mod:`~dlg_utils.fl_leakage`).
 """
 from __future__ import annotations
 
 import functools
 import logging
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, replace
-from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable
 
 import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from flwr.app import (Array, ArrayRecord, ConfigRecord, Context, Message, MessageType, MetricRecord,
-                      RecordDict)
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
-from flwr.common import serde
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import FedAvg
 from torch.utils.data import DataLoader, Dataset, Subset
+from tqdm.auto import tqdm
 
+from .codec import (ARRAYS, RANGES, UPDATE, Policy, as_policy, decode_update, encode_update, payload_bytes,
+                    to_numpy, to_record, wrong_modes)
+from .config import progress_enabled
 from .data import load_dataset, num_classes as count_classes
-from .defenses import LayerPrecision, MixedPrecision
+from .defenses import MixedPrecision
 from .models import LeNet5
-from .quantization import DTYPES, MODES, dequantize, quantize
 from .training import evaluate
 
-ARRAYS, CONFIG, METRICS = "arrays", "config", "metrics"
-UPDATE, RANGES = "update", "ranges"
+CONFIG, METRICS = "config", "metrics"  # message keys (ARRAYS, UPDATE, RANGES: the codec's)
 GLOBAL_STATE, VERSION_STATE = "dlg-global-model", "dlg-global-version"
+FROM_RUN_CONFIG = "from-run-config"  # client side: the policy of the run config's ``method``
 LOG = logging.getLogger("flwr")
-
-
-# --- the codec: one update <-> integers and ranges ------------------------------------------
-
-def as_policy(policy: MixedPrecision | str | Sequence[LayerPrecision] | None) -> MixedPrecision | None:
-    """``None`` (no quantization), a :class:`MixedPrecision`, a policy name (``"mixed"``,
-    ``"mixed:random:SEED"``, ``"int8"``, ``"int16"``) or a list of :class:`LayerPrecision`."""
-    if policy is None or isinstance(policy, MixedPrecision):
-        return policy
-    if isinstance(policy, str):
-        name, _, seed = policy.partition(":random:")
-        name = {"mixed": "default"}.get(name, name)
-        return MixedPrecision("random", seed=int(seed)) if seed else MixedPrecision(name)
-    return MixedPrecision(list(policy))
-
-
-def encode_update(update: dict[str, np.ndarray], policy: MixedPrecision) -> tuple[ArrayRecord, ConfigRecord]:
-    """Quantize every tensor of ``update`` over its own [min, max] with its layer's dtype and
-    mode (step 11 / 23): the integers, and each tensor's output range ``[min, max]``."""
-    arrays, ranges = {}, {}
-    for (name, u), p in zip(update.items(), policy.layers(len(update))):
-        u = torch.from_numpy(np.ascontiguousarray(u, dtype=np.float32))
-        if not torch.isfinite(u).all():
-            raise ValueError(f"update of {name!r} contains NaN or Inf (did local training diverge?)")
-        q, lo, hi = quantize(u, u.min(), u.max(), p.dtype, p.mode,
-                             ensure_minimum_range=policy.ensure_minimum_range)
-        arrays[name], ranges[name] = Array(q.numpy()), [lo, hi]
-    return ArrayRecord(arrays), ConfigRecord(ranges)
-
-
-def decode_update(arrays: ArrayRecord, ranges: ConfigRecord, policy: MixedPrecision,
-                  modes: Sequence[str] | None = None) -> dict[str, np.ndarray]:
-    """Dequantize what :func:`encode_update` produced (step 13 / 25) with the policy's
-    dequantize modes, or with ``modes`` (one per tensor: an attacker's guess)."""
-    layers = policy.layers(len(arrays))
-    if modes is not None and len(modes) != len(layers):
-        raise ValueError(f"{len(modes)} modes for {len(layers)} tensors")
-    out = {}
-    for i, ((name, a), p) in enumerate(zip(arrays.items(), layers)):
-        q = a.numpy()
-        if torch.from_numpy(q).dtype != DTYPES[p.dtype][0]:
-            raise ValueError(f"{name!r} arrived as {q.dtype} but the policy says {p.dtype}: "
-                             "both ends must use the same precision policy")
-        lo, hi = ranges[name]
-        mode = modes[i] if modes is not None else (p.dequantize_mode or p.mode)
-        out[name] = dequantize(torch.from_numpy(q), lo, hi, p.dtype, mode).reshape(q.shape).numpy()
-    return out
-
-
-def payload_bytes(content: RecordDict) -> int:
-    """Size of a message's content as Flower serializes it (protobuf), in bytes."""
-    return serde.recorddict_to_proto(content).ByteSize()
-
-
-def to_numpy(record: ArrayRecord) -> dict[str, np.ndarray]:
-    return {k: v.numpy().astype(np.float32, copy=True) for k, v in record.items()}
-
-
-def to_record(arrays: dict[str, np.ndarray]) -> ArrayRecord:
-    return ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in arrays.items()})
 
 
 # --- the client Mod --------------------------------------------------------------------------
@@ -117,15 +68,20 @@ def to_record(arrays: dict[str, np.ndarray]) -> ArrayRecord:
 class QuantizedUpdateMod:
     """Flower client Mod for seed 001 (steps 25 and 11): turns an incoming quantized global
     update into the global model the ClientApp trains, and the ClientApp's trained weights into
-    a quantized update. Other message types pass through untouched. With ``policy=None`` the
-    policy is that of the run config's ``method`` (:func:`method_setup`; a multi-process
-    deployment), and methods without quantization pass through."""
+    a quantized update. Other message types pass through untouched, and so does everything
+    with ``policy=None`` (plain FedAvg). ``policy=FROM_RUN_CONFIG`` takes the client policy of
+    the run config's ``method`` (:func:`config_from_run`, :func:`method_setup`) at every
+    message, as a multi-process deployment needs; methods without quantization pass through."""
 
-    def __init__(self, policy: MixedPrecision | str | None = "mixed"):
-        self.policy = as_policy(policy)  # None: the policy of the run config's method
+    def __init__(self, policy: Policy = "mixed"):
+        self.from_run_config = isinstance(policy, str) and policy == FROM_RUN_CONFIG
+        self.policy = None if self.from_run_config else as_policy(policy)
 
     def __call__(self, msg: Message, ctx: Context, call_next) -> Message:
-        policy = self.policy or method_setup(str(ctx.run_config.get("method", "base")), FLConfig())[1]
+        policy = self.policy
+        if self.from_run_config:
+            method, cfg = config_from_run(ctx.run_config)
+            policy = method_setup(method, cfg)[1]
         if policy is None or msg.metadata.message_type.split(".")[0] != MessageType.TRAIN:
             return call_next(msg, ctx)
         return self._train(policy, msg, ctx, call_next)
@@ -165,11 +121,12 @@ class QuantizedFedAvg(FedAvg):
     with ``policy=None``; either way it records every message's payload bytes in ``traffic``.
 
     ``policy`` must be the clients' policy; give it other ``dequantize_mode`` s to see what a
-    server that dequantizes with the wrong modes does (seed 001 Fig. 4). Other keyword
-    arguments go to Flower's ``FedAvg``.
+    server that dequantizes with the wrong modes does (seed 001 Fig. 4). (No
+    :data:`FROM_RUN_CONFIG` here: :func:`server_app` builds the strategy from the run config.)
+    Other keyword arguments go to Flower's ``FedAvg``.
     """
 
-    def __init__(self, policy: MixedPrecision | str | None = "mixed", **kwargs):
+    def __init__(self, policy: Policy = "mixed", **kwargs):
         kwargs.setdefault("fraction_evaluate", 0.0)  # the server evaluates centrally
         kwargs.setdefault("train_metrics_aggr_fn", _aggregate_metrics)
         super().__init__(**kwargs)
@@ -307,7 +264,7 @@ RDP_ORDERS = [1 + x / 10.0 for x in range(1, 100)] + list(range(12, 256))  # Opa
 
 def dp_noise_multiplier(cfg: FLConfig, examples: int) -> float:
     """The DP-SGD noise multiplier that spends ``cfg.dp_epsilon`` over all rounds (RDP)."""
-    from opacus.accountants.utils import get_noise_multiplier
+    from opacus.accountants.utils import get_noise_multiplier  # opacus takes seconds to import: only for DP
     sample_rate = min(1.0, cfg.batch_size / examples)
     steps = cfg.rounds * cfg.local_epochs * math.ceil(1 / sample_rate)
     return get_noise_multiplier(target_epsilon=cfg.dp_epsilon, target_delta=cfg.dp_delta,
@@ -325,7 +282,7 @@ def local_train(model: torch.nn.Module, data: Dataset, cfg: FLConfig, seed: int,
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
     engine = None
     if cfg.dp_epsilon > 0:
-        from opacus import PrivacyEngine
+        from opacus import PrivacyEngine  # only for DP (see dp_noise_multiplier)
         engine = PrivacyEngine(accountant="rdp")
         if ctx_state is not None and "dp-history" in ctx_state:
             h = ctx_state["dp-history"]
@@ -375,10 +332,11 @@ def train_message(msg: Message, ctx: Context) -> Message:
     return Message(content, reply_to=msg)
 
 
-def client_app(policy: MixedPrecision | str | None = None) -> ClientApp:
-    """A ClientApp that trains seed 001's LeNet-5 on its partition; with a ``policy`` it is
-    wrapped in :class:`QuantizedUpdateMod`."""
-    app = ClientApp(mods=[QuantizedUpdateMod(policy)] if as_policy(policy) is not None else [])
+def client_app(policy: Policy = None) -> ClientApp:
+    """A ClientApp that trains seed 001's LeNet-5 on its partition: plain FedAvg with
+    ``policy=None``; otherwise wrapped in :class:`QuantizedUpdateMod` with ``policy`` (a policy,
+    its name, or :data:`FROM_RUN_CONFIG`)."""
+    app = ClientApp(mods=[] if policy is None else [QuantizedUpdateMod(policy)])
     app.train()(train_message)
     return app
 
@@ -444,109 +402,9 @@ def server_app(method: str | None = None, cfg: FLConfig | None = None, strategy:
     return app
 
 
-# --- what a gradient leakage attacker sees ----------------------------------------------------
-
-def one_step_update(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, lr: float) -> dict[str, np.ndarray]:
-    """The update a client sends after one SGD step of size ``lr`` on the batch (x, y):
-    ``-lr`` times the gradient. This is the setting gradient leakage attacks need (seed 001's
-    Fig. 1 and 2); an update of many steps over many images mixes them."""
-    from .attack import target_gradients
-    grads = target_gradients(model, x, y)
-    return {n: (-lr * g).numpy() for (n, _), g in zip(model.named_parameters(), grads)}
-
-
-ATTACK_VIEWS = {
-    "plain": "the float32 update of base FL",
-    "sent": "the quantized update as it travels: its integers read as numbers (no ranges, no modes)",
-    "server": "dequantized with the right modes: what the server averages (Fig. 3)",
-    "wrong-mode": "dequantized with a wrong mode for every tensor (Fig. 4; see wrong_modes)",
-    "guess": "dequantized with MIN_COMBINED for every tensor, using the ranges in the message",
-}
-
-
-def attacker_views(update: dict[str, np.ndarray], policy: MixedPrecision | str, lr: float
-                   ) -> dict[str, list[torch.Tensor]]:
-    """The gradients (update / -lr) an attacker obtains in each of :data:`ATTACK_VIEWS`."""
-    policy = as_policy(policy)
-    q, ranges = encode_update(update, policy)
-    n = len(update)
-    decoded = {
-        "plain": update,
-        "sent": {k: a.numpy().astype(np.float32) for k, a in q.items()},
-        "server": decode_update(q, ranges, policy),
-        "wrong-mode": decode_update(q, ranges, wrong_modes(policy, n)),
-        "guess": decode_update(q, ranges, policy, modes=["MIN_COMBINED"] * n),
-    }
-    return {view: [torch.from_numpy(np.asarray(v, dtype=np.float32)) / -lr for v in d.values()]
-            for view, d in decoded.items()}
-
-
-LEAK_ATTACKS = [(view, "l2") for view in ATTACK_VIEWS] + [("sent", "correlation")]
-
-
-def leakage_sweep(model: torch.nn.Module, data: Dataset, images: Sequence[int], policy: MixedPrecision | str,
-                  lr: float, iterations: int = 450, seeds: Sequence[int] = (0,), path: str | Path | None = None,
-                  snapshot_at: Sequence[int] = (0, 10, 20, 30, 50, 100, 200, 450), progress: bool | None = None
-                  ) -> pd.DataFrame:
-    """Seed 001 Fig. 1-4 as a sweep: for each image, the one-step update of a client holding it,
-    attacked in every view of :data:`ATTACK_VIEWS` with DLG's distance, and the sent integers
-    also with :func:`~dlg_utils.attack.correlation_distance`. The label is read from each
-    view's own last bias gradient (iDLG). One row per (image, seed, view, distance), stored at
-    ``path`` as it finishes, with the snapshots (clamped images) at ``snapshot_at``."""
-    from .attack import dlg_batch, idlg_label
-    from .experiments import RowStore, trial_row
-    trials = [{"image": int(i), "seed": int(s), "view": v, "distance": d, "iterations": iterations}
-              for i in images for s in seeds for v, d in LEAK_ATTACKS]
-    store = RowStore(path)
-    pending = store.pending(trials)
-    for distance in ("l2", "correlation"):
-        group = [(k, t) for k, t in pending if t["distance"] == distance]
-        if not group:
-            continue
-        views = {}
-        for _, t in group:
-            if t["image"] not in views:
-                x, y = data[t["image"]]
-                views[t["image"]] = (x[None], int(y), attacker_views(one_step_update(model, x[None], torch.tensor([int(y)]), lr),
-                                                                     policy, lr))
-        targets = [views[t["image"]][2][t["view"]] for _, t in group]
-
-        def save(i: int, result, group=group) -> None:
-            key, trial = group[i]
-            row = trial_row(result, views[trial["image"]][1])
-            row["snapshots"] = {int(k): v[0].numpy().round(4).tolist() for k, v in result.snapshots.items()
-                                if k in snapshot_at}
-            store.add(key, {**trial, **row})
-
-        dlg_batch(model, targets, image_shape=views[group[0][1]["image"]][0].shape,
-                  num_classes=targets[0][-1].shape[0], iterations=iterations,
-                  labels=[idlg_label(t, source="bias") for t in targets], seeds=[t["seed"] for _, t in group],
-                  ground_truths=[views[t["image"]][0] for _, t in group], snapshot_every=0,
-                  snapshot_at=snapshot_at, distance=distance, progress=progress, on_result=save)
-    return store.frame(trials)
-
-
-def upload_bytes(update: dict[str, np.ndarray], policy: MixedPrecision | str | None) -> int:
-    """Payload bytes of the message that uploads ``update`` (float32 when ``policy`` is None)."""
-    policy = as_policy(policy)
-    if policy is None:
-        return payload_bytes(RecordDict({ARRAYS: to_record(update)}))
-    q, ranges = encode_update(update, policy)
-    return payload_bytes(RecordDict({UPDATE: q, RANGES: ranges}))
-
-
 # --- running it ------------------------------------------------------------------------------
 
 METHODS = ("base", "dp", "mixed", "int8", "int16", "mixed-wrong-mode")
-
-
-def wrong_modes(policy: MixedPrecision, num_tensors: int) -> MixedPrecision:
-    """``policy`` with every tensor dequantized by a mode other than its own (seed 001 Fig. 4):
-    SCALED for MIN_COMBINED / MIN_FIRST tensors, MIN_COMBINED for SCALED ones. (A SCALED
-    tensor's range is symmetric, so every mode decodes it right; MIN_COMBINED and MIN_FIRST
-    decode each other's tensors to within one step. SCALED is the one wrong guess that hurts.)"""
-    return MixedPrecision([replace(p, dequantize_mode="MIN_COMBINED" if p.mode == "SCALED" else "SCALED")
-                           for p in policy.layers(num_tensors)], ensure_minimum_range=policy.ensure_minimum_range)
 
 
 def method_setup(method: str, cfg: FLConfig) -> tuple[FLConfig, MixedPrecision | None, MixedPrecision | None]:
@@ -570,10 +428,7 @@ def run_federated(method: str, cfg: FLConfig = FLConfig(), *, num_cpus: int | No
     """Run one method of seed 001's Table 1 with Flower's simulation engine (Ray, one
     process per concurrent client). Returns (one row per round: test loss and accuracy,
     seconds, uplink / downlink bytes, epsilon; one row per message: its payload bytes)."""
-    import os
-    from flwr.simulation import run_simulation
-    from tqdm.auto import tqdm
-    from .config import progress_enabled
+    from flwr.simulation import run_simulation  # Ray: imported only to simulate
 
     rows: list[dict] = []
     show = progress_enabled() if progress is None else progress

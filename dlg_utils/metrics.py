@@ -1,5 +1,5 @@
 """Image metrics on images in [0, 1] (N x C x H x W or C x H x W), one value per image, and
-the success criteria of the studies."""
+the thresholds of the success criteria (:mod:`~dlg_utils.success` applies them)."""
 from __future__ import annotations
 
 import torch
@@ -40,18 +40,23 @@ def ssim(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return structural_similarity_index_measure(a, b, data_range=1.0, reduction="none")
 
 
+METRICS = {"mse": mse, "l1": l1, "psnr": psnr, "ssim": ssim}
+
+
+def image_table(images: torch.Tensor, truths: torch.Tensor) -> list[dict[str, float]]:
+    """Per trial, the mean of each metric over the trial's images: ``images`` and ``truths``
+    are T x N x C x H x W (or T x C x H x W); images are clamped to [0, 1] first."""
+    if images.dim() == 4:
+        images, truths = images[:, None], truths[:, None]
+    if images.shape != truths.shape:
+        raise ValueError(f"images differ in shape: {tuple(images.shape)} vs {tuple(truths.shape)}")
+    T, N = images.shape[:2]
+    x, y = images.detach().clamp(0, 1).flatten(0, 1), truths.detach().flatten(0, 1)
+    values = {name: fn(x, y).view(T, N).mean(1).tolist() for name, fn in METRICS.items()}
+    return [{name: v[t] for name, v in values.items()} for t in range(T)]
+
+
 def image_metrics(image: torch.Tensor, truth: torch.Tensor) -> dict[str, float]:
-    """mse, l1, psnr and ssim of one image against the truth, the image clamped to [0, 1] first."""
-    x = image.detach().clamp(0, 1)
-    return {name: float(fn(x, truth)[0]) for name, fn in
-            (("mse", mse), ("l1", l1), ("psnr", psnr), ("ssim", ssim))}
-
-
-def converged(grad_distance: float, threshold: float = GRAD_THRESHOLD) -> bool:
-    """Seed 002's convergence criterion: the gradient distance fell below ``threshold``."""
-    return bool(grad_distance < threshold)
-
-
-def recovered(image_mse: float, threshold: float = IMAGE_THRESHOLD) -> bool:
-    """The image counts as reconstructed when its MSE (on [0, 1] images) is below ``threshold``."""
-    return bool(image_mse < threshold)
+    """mse, l1, psnr and ssim of one image (C x H x W or N x C x H x W, averaged over N)
+    against the truth, the image clamped to [0, 1] first."""
+    return image_table(image[None], truth[None])[0]

@@ -5,7 +5,9 @@ from pathlib import Path
 from typing import Sequence
 
 
+import matplotlib
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 import seaborn as sns
 import torch
@@ -57,17 +59,17 @@ def reconstruction_grid(rows: Sequence[tuple[str, AttackResult]], truth: torch.T
 
 def metric_curves(history: pd.DataFrame, metric: str = "l1", hue: str = "defense",
                   title: str | None = None, logy: bool = False, ax=None,
-                  path: str | Path | None = None) -> plt.Figure:
-    """``metric`` per iteration from a tidy history (columns iteration, ``metric``, ``hue`` and
-    optionally seed): the mean over seeds/images with a 95% bootstrap band per ``hue``."""
-    for col in ("iteration", metric, hue):
+                  path: str | Path | None = None, x: str = "iteration") -> plt.Figure:
+    """``metric`` per ``x`` (iteration) from a tidy history (columns ``x``, ``metric``, ``hue``
+    and optionally seed): the mean over seeds/images with a 95% bootstrap band per ``hue``."""
+    for col in (x, metric, hue):
         if col not in history.columns:
             raise ValueError(f"history has no column {col!r}")
     if ax is None:
         fig, ax = plt.subplots(figsize=(5.5, 3.6))
     else:
         fig = ax.figure
-    sns.lineplot(data=history, x="iteration", y=metric, hue=hue, errorbar=("ci", 95), ax=ax)
+    sns.lineplot(data=history, x=x, y=metric, hue=hue, errorbar=("ci", 95), ax=ax)
     if logy:
         ax.set_yscale("log")
     if title:
@@ -88,3 +90,92 @@ def save_figure(fig: plt.Figure, path: str | Path, dpi: int = 150) -> Path:
     path = output_path(path)
     fig.savefig(path, dpi=dpi, bbox_inches="tight")
     return path
+
+
+# --- the privacy-utility frontier (notebook 9) ----------------------------------------------------
+
+def frontier_plot(table: pd.DataFrame, leakage: str = "median ssim", title: str | None = None,
+                  path: str | Path | None = None) -> plt.Figure:
+    """Accuracy drop (y, with its interval) against the best attack's leakage (x, with its
+    bootstrap interval), one point per defense, one panel per model; the colour is the bits
+    sent per parameter (log scale), each point named by its defense."""
+    models = list(dict.fromkeys(table["model"]))
+    fig, axes = plt.subplots(1, len(models), figsize=(6.2 * len(models), 4.8), squeeze=False)
+    norm = matplotlib.colors.LogNorm(vmin=table["bits"].min(), vmax=table["bits"].max())
+    for ax, model in zip(axes[0], models):
+        t = table[table["model"] == model]
+        spread = lambda mid, lo, hi: np.clip([mid - lo, hi - mid], 0, None)  # noqa: E731
+        ax.errorbar(t[leakage], t["drop"], xerr=spread(t[leakage], t[f"{leakage} low"], t[f"{leakage} high"]),
+                    yerr=spread(t["drop"], t["drop low"], t["drop high"]), fmt="none", ecolor="0.6", lw=0.8, zorder=1)
+        points = ax.scatter(t[leakage], t["drop"], c=t["bits"], cmap="viridis", norm=norm, s=46, edgecolor="k",
+                            zorder=2)
+        for _, r in t.iterrows():
+            ax.annotate(r["defense"], (r[leakage], r["drop"]), xytext=(4, 3), textcoords="offset points", fontsize=7)
+        ax.axhline(0, color="0.3", lw=0.7, ls=":")
+        ax.set_xlabel(f"leakage: {leakage} of the best attack's reconstruction")
+        ax.set_ylabel("test-accuracy drop vs. no defense")
+        ax.set_title(model, fontsize=9)
+        fig.colorbar(points, ax=ax, label="bits sent per parameter")
+    if title:
+        fig.suptitle(title, fontsize=9)
+    return _finish(fig, path)
+
+
+def threshold_plot(curve: pd.DataFrame, title: str | None = None, path: str | Path | None = None) -> plt.Figure:
+    """The fraction of trials recovered against the SSIM threshold that counts as recovered,
+    one line per defense, one panel per model (legend outside the panels)."""
+    models = list(dict.fromkeys(curve["model"]))
+    fig, axes = plt.subplots(1, len(models), figsize=(5 * len(models) + 2, 3.8), squeeze=False, sharey=True)
+    palette = dict(zip(dict.fromkeys(curve["defense"]), sns.color_palette("tab20", curve["defense"].nunique())))
+    for ax, model in zip(axes[0], models):
+        sns.lineplot(data=curve[curve["model"] == model], x="threshold", y="recovered", hue="defense",
+                     palette=palette, ax=ax, legend=ax is axes[0][-1])
+        ax.set_title(model, fontsize=9)
+        ax.set_xlabel("SSIM threshold for 'recovered'")
+        ax.set_ylabel("fraction of trials recovered")
+    axes[0][-1].legend(title="defense", fontsize=7, bbox_to_anchor=(1.02, 1), loc="upper left")
+    if title:
+        fig.suptitle(title, fontsize=9)
+    return _finish(fig, path)
+
+
+def best_reconstructions(images: dict[str, list[torch.Tensor]], truths: list[torch.Tensor],
+                         scores: dict[str, list[str]] | None = None, title: str | None = None,
+                         path: str | Path | None = None) -> plt.Figure:
+    """A grid: the true images on top, then one row per defense (``images[defense]``, one per
+    column), each cell captioned by ``scores[defense][column]``."""
+    rows = [("truth", truths, None)] + [(d, imgs, (scores or {}).get(d)) for d, imgs in images.items()]
+    ncols = len(truths)
+    fig, axes = plt.subplots(len(rows), ncols, figsize=(1.0 * ncols + 1.6, 1.12 * len(rows) + 0.6), squeeze=False)
+    for r, (label, imgs, caps) in enumerate(rows):
+        for c in range(ncols):
+            _show(axes[r, c], imgs[c])
+            if caps:
+                axes[r, c].set_title(caps[c], fontsize=6, pad=2)
+        axes[r, 0].set_ylabel(label, fontsize=8, rotation=0, ha="right", va="center")
+    if title:
+        fig.suptitle(title, fontsize=9)
+    return _finish(fig, path)
+
+
+# --- seed 001's leakage study (notebook 8) --------------------------------------------------------
+
+def leak_grid(rows: pd.DataFrame, truth: torch.Tensor, title: str, path: str | Path, label: str = "attack") -> None:
+    """One row per sweep row (:func:`~dlg_utils.fl_leakage.leakage_sweep`): its stored
+    ``snapshots`` (iteration -> image, keys int or, read back from JSON, str), then the
+    original image; each row named by its ``label`` column. Saved to ``path``; the figure stays
+    open for the notebook to show (nothing is returned, so it shows once)."""
+    snaps = [int(k) for k in rows.iloc[0]["snapshots"]]
+    fig, axes = plt.subplots(len(rows), len(snaps) + 1, figsize=(1.3 * (len(snaps) + 1), 1.45 * len(rows)),
+                             squeeze=False)
+    for ax_row, (_, r) in zip(axes, rows.iterrows()):
+        for ax, k in zip(ax_row, snaps):
+            _show(ax, torch.as_tensor(r["snapshots"][str(k)] if str(k) in r["snapshots"] else r["snapshots"][k]))
+        ax_row[0].set_ylabel(r[label], fontsize=7)
+        _show(ax_row[-1], truth)
+        ax_row[-1].axis("off")
+    for ax, k in zip(axes[0], snaps):
+        ax.set_title(f"it {k}", fontsize=8)
+    axes[0][-1].set_title("original", fontsize=8)
+    fig.suptitle(title, fontsize=9)
+    _finish(fig, path)

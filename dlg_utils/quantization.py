@@ -31,7 +31,8 @@ def round_half_away_from_zero(x: torch.Tensor) -> torch.Tensor:
     return t + torch.sign(x) * ((x - t).abs() >= 0.5).to(x.dtype)
 
 
-def _check(dtype: str, mode: str, round_mode: str = "HALF_AWAY_FROM_ZERO") -> None:
+def check_format(dtype: str, mode: str, round_mode: str = "HALF_AWAY_FROM_ZERO") -> None:
+    """Raise ``ValueError`` unless ``dtype``, ``mode`` and ``round_mode`` are a combination TF accepts."""
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {list(DTYPES)}, got {dtype!r}")
     if mode not in MODES:
@@ -59,7 +60,7 @@ def quantize(x: torch.Tensor, min_range, max_range, dtype: str = "qint8",
     ``ensure_minimum_range * max(1, |min|, |max|)`` wide; SCALED then shrinks one side so the
     scale is symmetric. Pass ``output_min``/``output_max`` to :func:`dequantize`.
     """
-    _check(dtype, mode, round_mode)
+    check_format(dtype, mode, round_mode)
     lo, hi = _scalar(min_range, "min_range"), _scalar(max_range, "max_range")
     if hi < lo:
         raise ValueError(f"max_range ({hi}) must be >= min_range ({lo})")
@@ -100,7 +101,7 @@ def quantize(x: torch.Tensor, min_range, max_range, dtype: str = "qint8",
 def dequantize(q: torch.Tensor, min_range, max_range, dtype: str = "qint8",
                mode: str = "MIN_COMBINED", narrow_range: bool = False) -> torch.Tensor:
     """Map quantized ``q`` back to float32 with TF's ``Dequantize`` for ``dtype`` and ``mode``."""
-    _check(dtype, mode)
+    check_format(dtype, mode)
     lo, hi = _f32(_scalar(min_range, "min_range")), _f32(_scalar(max_range, "max_range"))
     _, lowest, highest, bits = DTYPES[dtype]
     qf = torch.as_tensor(q).to(torch.int64).to(F32)
@@ -117,6 +118,21 @@ def dequantize(q: torch.Tensor, min_range, max_range, dtype: str = "qint8",
     min_out = lowest + (1 if narrow_range else 0)
     scale = hi / _f32(highest) if lowest == 0 else torch.maximum(lo / _f32(min_out), hi / _f32(highest))
     return qf * scale
+
+
+def step_size(min_range, max_range, dtype: str = "qint8", mode: str = "MIN_COMBINED",
+              narrow_range: bool = False) -> float:
+    """The float value of one integer step when :func:`dequantize` maps ``q`` back with these
+    output ranges: every mode is q -> a * q + b per tensor, and this is ``a``."""
+    check_format(dtype, mode)
+    lo, hi = _scalar(min_range, "min_range"), _scalar(max_range, "max_range")
+    _, lowest, highest, bits = DTYPES[dtype]
+    if mode == "MIN_COMBINED":
+        return (hi - lo) / (highest - lowest)
+    if mode == "MIN_FIRST":
+        return (hi - lo) / (2.0 ** bits - 1.0)
+    min_out = lowest + (1 if narrow_range else 0)
+    return hi / highest if lowest == 0 else max(lo / min_out, hi / highest)
 
 
 def quantize_dequantize(x: torch.Tensor, dtype: str = "qint8", mode: str = "SCALED",

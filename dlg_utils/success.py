@@ -5,15 +5,34 @@ A trial succeeds when its gradient distance fell below the attack's convergence 
 seed 002 notes that the first does not imply the second, e.g. on ResNet-18). The success
 rate of an image is the fraction of its seeds that succeed; a study reports the mean over
 images, with a bootstrap interval that resamples images (the unit seed 002 averages over).
+
+Seed 002 also compares DLG with iDLG, whose label is read off the gradient:
+:func:`label_survival` measures whether that label survives each gradient defense.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
+import torch
+from torch import nn
+from torch.utils.data import Dataset
 
-from .metrics import IMAGE_THRESHOLD
+from .attack import idlg_label, target_gradients
+from .defenses import GaussianNoise, LaplacianNoise, StochasticRounding, defense_from_spec
+from .metrics import GRAD_THRESHOLD, IMAGE_THRESHOLD
+
+
+def converged(grad_distance, threshold: float = GRAD_THRESHOLD):
+    """Seed 002's convergence criterion: the gradient distance fell below ``threshold``
+    (a float, array or Series; the engine records the first iteration where it did)."""
+    return grad_distance < threshold
+
+
+def recovered(image_mse, threshold: float = IMAGE_THRESHOLD):
+    """The image counts as reconstructed when its MSE (on [0, 1] images) is below ``threshold``."""
+    return image_mse < threshold
 
 
 def succeeded(rows: pd.DataFrame, image_threshold: float = IMAGE_THRESHOLD) -> pd.Series:
@@ -21,21 +40,32 @@ def succeeded(rows: pd.DataFrame, image_threshold: float = IMAGE_THRESHOLD) -> p
     for col in ("converged_at", "mse"):
         if col not in rows.columns:
             raise ValueError(f"rows have no column {col!r}")
-    return rows["converged_at"].notna() & (rows["mse"] < image_threshold)
+    return rows["converged_at"].notna() & recovered(rows["mse"], image_threshold)
 
 
-def bootstrap_ci(values: Sequence[float], level: float = 0.95, resamples: int = 10_000,
-                 seed: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean of ``values`` (NaNs dropped); (nan, nan) if empty."""
-    v = np.asarray(values, dtype=float)
-    v = v[~np.isnan(v)]
+def bootstrap_ci(values, level: float = 0.95, resamples: int = 10_000, seed: int = 0,
+                 statistic=np.mean) -> tuple[float, float]:
+    """Percentile bootstrap interval of ``statistic`` (default the mean) of ``values``; (nan,
+    nan) if there are none. 1-D values are resampled one by one (NaNs dropped); a 2-D array
+    is resampled by rows (clusters: an image and all its trials), NaN entries padding short
+    rows, and ``statistic`` must then ignore NaNs (``np.nanmedian``...)."""
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), got {level}")
-    if len(v) == 0:
-        return float("nan"), float("nan")
-    means = np.random.default_rng(seed).choice(v, size=(resamples, len(v)), replace=True).mean(1)
+    v = np.asarray(values, dtype=float)
+    rng = np.random.default_rng(seed)
+    if v.ndim == 2:
+        if len(v) == 0 or np.isnan(v).all():
+            return float("nan"), float("nan")
+        rows = rng.integers(0, len(v), size=(resamples, len(v)))
+        stat = np.array([statistic(v[r].ravel()) for r in rows])
+    else:
+        v = v[~np.isnan(v)]
+        if len(v) == 0:
+            return float("nan"), float("nan")
+        draws = rng.choice(v, size=(resamples, len(v)), replace=True)
+        stat = draws.mean(1) if statistic is np.mean else np.apply_along_axis(statistic, 1, draws)
     alpha = (1 - level) / 2
-    return float(np.quantile(means, alpha)), float(np.quantile(means, 1 - alpha))
+    return float(np.quantile(stat, alpha)), float(np.quantile(stat, 1 - alpha))
 
 
 def success_table(rows: pd.DataFrame, by: Sequence[str] = (), image_threshold: float = IMAGE_THRESHOLD,
@@ -66,3 +96,26 @@ def threshold_sensitivity(rows: pd.DataFrame, thresholds: Sequence[float], by: S
     """The success rate (and interval) for each image-MSE threshold: is the result robust to it?"""
     parts = [success_table(rows, by, t, resamples=2000).assign(**{"image threshold": t}) for t in thresholds]
     return pd.concat(parts, ignore_index=True)
+
+
+RANDOM_DEFENSES = (StochasticRounding, GaussianNoise, LaplacianNoise)  # drawn anew per shared gradient
+
+
+def label_survival(models: dict[str, nn.Module], data: Dataset, images: Iterable[int], defenses: Sequence[str],
+                   draws: int = 3, device: str | torch.device = "cpu") -> pd.DataFrame:
+    """Does iDLG's label survive a gradient defense? For every model, image of ``data`` and
+    defense spec, whether :func:`~dlg_utils.attack.idlg_label` (from the last weight gradient)
+    of the defended single-image gradient is the true label; the random defenses are drawn
+    ``draws`` times (generator seeds 0 to draws - 1). One row per (model, image, defense, draw)
+    with the column ``right``."""
+    rows = []
+    for name, model in models.items():
+        for i in images:
+            x, y = data[i]
+            clean = target_gradients(model, x[None].to(device), torch.tensor([y], device=device))
+            for spec in defenses:
+                defense = defense_from_spec(spec)
+                for draw in range(draws if isinstance(defense, RANDOM_DEFENSES) else 1):
+                    g = defense(clean, torch.Generator(device).manual_seed(draw))
+                    rows.append({"model": name, "image": i, "defense": spec, "draw": draw, "right": idlg_label(g) == y})
+    return pd.DataFrame(rows)

@@ -13,23 +13,34 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from .config import progress_enabled
+from .data import to_tensors
 from .defenses import Defense, defense_from_spec
 from .models import architecture, build_model
 
-STAGES = ("start", "middle", "converged")
+Tensors = tuple[torch.Tensor, torch.Tensor]
+
+
+def _normalize(x: torch.Tensor, normalize: tuple[float, float] | None) -> torch.Tensor:
+    return x if normalize is None else (x - normalize[0]) / normalize[1]
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, data: Dataset | DataLoader, batch_size: int = 512) -> tuple[float, float]:
-    """(mean cross-entropy, accuracy) of ``model`` on ``data``, in eval mode."""
-    loader = data if isinstance(data, DataLoader) else DataLoader(data, batch_size=batch_size)
+def evaluate(model: nn.Module, data: Dataset | DataLoader | Tensors, batch_size: int = 1024,
+             normalize: tuple[float, float] | None = None) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy) of ``model`` on ``data`` (a data set, a DataLoader or
+    (images, labels) tensors), in eval mode; ``normalize`` = (mean, std) applied to the images."""
     device = next(model.parameters()).device
+    if isinstance(data, DataLoader):
+        batches = ((x.to(device), y.to(device)) for x, y in data)
+    else:
+        images, labels = data if isinstance(data, tuple) else to_tensors(data)
+        images, labels = images.to(device), labels.to(device)
+        batches = ((images[i:i + batch_size], labels[i:i + batch_size]) for i in range(0, len(labels), batch_size))
     was_training = model.training
     model.eval()
     loss, correct, count = 0.0, 0, 0
-    for x, y in loader:
-        x, y = x.to(device), y.to(device)
-        out = model(x)
+    for x, y in batches:
+        out = model(_normalize(x, normalize))
         loss += float(F.cross_entropy(out, y, reduction="sum"))
         correct += int((out.argmax(1) == y).sum())
         count += len(y)
@@ -68,19 +79,26 @@ def load_checkpoint(path: str | Path, model: nn.Module | None = None) -> tuple[n
     return model, meta
 
 
-def train(model: nn.Module, train_data: Dataset, test_data: Dataset, epochs: int,
+def train(model: nn.Module, train_data: Dataset | Tensors, test_data: Dataset | Tensors, epochs: int,
           defense: Defense | str | None = None, *, lr: float = 0.1, momentum: float = 0.9,
           weight_decay: float = 5e-4, batch_size: int = 128, seed: int = 0,
           max_batches: int | None = None, checkpoint_dir: str | Path | None = None,
           run_name: str = "model", dataset_name: str = "", checkpoint_steps: Sequence[int] = (),
-          progress: bool | None = None) -> pd.DataFrame:
+          normalize: tuple[float, float] | None = None, progress: bool | None = None) -> pd.DataFrame:
     """Train with SGD and cross-entropy (seed 000: lr 0.1, momentum 0.9, weight decay 5e-4,
     batch 128), replacing every parameter gradient by ``defense(gradients)`` before each
     ``optimizer.step()``. Returns one row per epoch: epoch, train_loss, test_loss,
     test_accuracy. With ``checkpoint_dir``, saves ``{run_name}_{start,middle,converged}.pt`` at
     epoch 0, epochs // 2 and the last epoch, and ``{run_name}_step{n}.pt`` after optimizer step
     ``n`` for each ``n`` in ``checkpoint_steps`` (seed 000 appendix C attacks a model after 5
-    steps). ``max_batches`` caps batches per epoch.
+    steps). ``max_batches`` caps batches per epoch. ``normalize`` = (mean, std) is applied to
+    every image (seed 000's code: (0.5, 0.5)).
+
+    The data sets are read into tensors on the model's device once (:func:`~dlg_utils.data.to_tensors`)
+    and each epoch visits them in the order ``torch.randperm`` draws from a generator seeded
+    with ``seed`` (the order a shuffling DataLoader with that generator gives), with no
+    DataLoader in the loop. ``seed`` also seeds torch's global generator and the defense's
+    randomness (with ``seed + 1``).
     """
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
@@ -93,18 +111,19 @@ def train(model: nn.Module, train_data: Dataset, test_data: Dataset, epochs: int
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     noise = torch.Generator(device=device).manual_seed(seed + 1)
-    loader = DataLoader(train_data, batch_size=batch_size, shuffle=True, generator=generator)
-    test_loader = DataLoader(test_data, batch_size=512)
+    images, labels = (t.to(device) for t in (train_data if isinstance(train_data, tuple) else to_tensors(train_data)))
+    test = tuple(t.to(device) for t in (test_data if isinstance(test_data, tuple) else to_tensors(test_data)))
     in_channels = getattr(model, "config", {}).get("in_channels")
-    if in_channels is not None and train_data[0][0].shape[0] != in_channels:
-        raise ValueError(f"data has {train_data[0][0].shape[0]} channels, the model expects {in_channels}")
+    if in_channels is not None and images.shape[1] != in_channels:
+        raise ValueError(f"data has {images.shape[1]} channels, the model expects {in_channels}")
+    n_batches = -(-len(labels) // batch_size)
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
     params = [p for p in model.parameters() if p.requires_grad]
     stage_at = {0: "start", max(1, epochs // 2): "middle", epochs: "converged"}
     show = progress_enabled() if progress is None else progress
 
     def checkpoint(stage: str, epoch: int, step: int, scores: tuple[float, float] | None = None) -> None:
-        test_loss, test_accuracy = scores or evaluate(model, test_loader)
+        test_loss, test_accuracy = scores or evaluate(model, test, normalize=normalize)
         save_checkpoint(Path(checkpoint_dir) / f"{run_name}_{stage}.pt", model, stage=stage, epoch=epoch,
                         step=step, epochs=epochs, dataset=dataset_name, defense=defense.name,
                         test_loss=test_loss, test_accuracy=test_accuracy, lr=lr, momentum=momentum,
@@ -116,12 +135,11 @@ def train(model: nn.Module, train_data: Dataset, test_data: Dataset, epochs: int
     for epoch in tqdm(range(1, epochs + 1), desc=f"train {run_name}", disable=not show):
         model.train()
         total, count = 0.0, 0
-        batches = tqdm(loader, desc=f"epoch {epoch}", leave=False, disable=not show,
-                       total=min(len(loader), max_batches or len(loader)))
-        for b, (x, y) in enumerate(batches):
-            if max_batches is not None and b >= max_batches:
-                break
-            x, y = x.to(device), y.to(device)
+        order = torch.randperm(len(labels), generator=generator).to(device)
+        for b in tqdm(range(min(n_batches, max_batches or n_batches)), desc=f"epoch {epoch}", leave=False,
+                      disable=not show):
+            idx = order[b * batch_size:(b + 1) * batch_size]
+            x, y = _normalize(images[idx], normalize), labels[idx]
             optimizer.zero_grad()
             loss = F.cross_entropy(model(x), y)
             if not torch.isfinite(loss):
@@ -135,7 +153,7 @@ def train(model: nn.Module, train_data: Dataset, test_data: Dataset, epochs: int
                 checkpoint(f"step{step}", epoch, step)
             total += float(loss.detach()) * len(y)
             count += len(y)
-        test_loss, test_accuracy = evaluate(model, test_loader)
+        test_loss, test_accuracy = evaluate(model, test, normalize=normalize)
         rows.append({"epoch": epoch, "train_loss": total / count, "test_loss": test_loss,
                      "test_accuracy": test_accuracy})
         if checkpoint_dir is not None and epoch in stage_at:

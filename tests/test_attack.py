@@ -20,6 +20,7 @@ def undefended(lenet, samples):
     return x, y, dlg(lenet, grads, image_shape=x.shape, num_classes=100, iterations=300, seed=0, ground_truth=x)
 
 
+@pytest.mark.slow
 def test_dlg_reconstructs_a_real_image(undefended):
     x, y, r = undefended
     assert float(r.final["mse"]) < 1e-3
@@ -40,6 +41,7 @@ def test_dlg_history_and_convergence(undefended):
     assert all(s.min() >= 0 and s.max() <= 1 for s in r.snapshots.values())
 
 
+@pytest.mark.slow
 def test_uniform_quantization_stops_the_attack(lenet, samples):
     x, y = one(samples, 0)
     grads = target_gradients(lenet, x, y, UniformQuantization(16))

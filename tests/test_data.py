@@ -1,12 +1,12 @@
 import pytest
 import torch
 
-from dlg_utils.data import FASHION_MNIST_DEBIAN, load_dataset, num_classes, stack
+from dlg_utils.data import FASHION_MNIST_DEBIAN, load_dataset, num_classes, to_tensors
 
 
 def test_samples_are_real_images_in_unit_range(samples):
     assert len(samples) == 32 and num_classes(samples) == 17
-    x, y = stack(samples, range(len(samples)))
+    x, y = to_tensors(samples)
     assert x.shape == (32, 3, 32, 32) and x.dtype == torch.float32
     assert 0 <= float(x.min()) and float(x.max()) <= 1
     assert int(y.max()) < 17 and len(set(y.tolist())) == 17
@@ -27,7 +27,16 @@ def test_fashion_mnist_loads_offline(tmp_path):
 def test_missing_data_set_says_where_and_how(tmp_path, name):
     with pytest.raises(FileNotFoundError) as e:
         load_dataset(name, root=tmp_path, download=False)
-    assert str(tmp_path) in str(e.value) and f"python -m dlg_utils.data {name}" in str(e.value)
+    assert str(tmp_path) in str(e.value) and f"python -m dlg_utils.data {name} --root {tmp_path}" in str(e.value)
+
+
+def test_names_ignore_case_and_the_cli_runs_without_warnings():
+    import subprocess
+    import sys
+    assert len(load_dataset("Fashion-MNIST", train=False)) == 10000
+    out = subprocess.run([sys.executable, "-W", "error", "-m", "dlg_utils.data", "--help"], capture_output=True,
+                         text=True)
+    assert out.returncode == 0 and "usage: python -m dlg_utils.data" in out.stdout and not out.stderr
 
 
 def test_cifar_loader_reads_the_torchvision_format(tmp_path, monkeypatch):

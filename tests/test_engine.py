@@ -1,7 +1,5 @@
 """The batched engine against torch.optim.LBFGS: same algorithm, trial by trial."""
 import copy
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -10,8 +8,7 @@ from dlg_utils.attack import dlg, dlg_batch, target_gradients
 from dlg_utils.lbfgs import BatchedLBFGS
 from dlg_utils.models import LeNet, init_uniform_
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from reference_dlg import reference_dlg  # noqa: E402
+from dlg_utils.reference import reference_dlg
 
 
 def quadratic_problems(T, n, seed=0):
@@ -226,6 +223,7 @@ def test_per_trial_weights_and_early_divergence(double_lenet):
                               torch.tensor(b.history["grad_distance"].tolist()), rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_stop_when_converged_leaves_the_batch_early(lenet, samples):
     x, y = samples[0][0][None], torch.tensor([samples[0][1]])
     grads = target_gradients(lenet, x, y)

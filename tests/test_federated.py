@@ -1,4 +1,5 @@
-"""Seed 001 on Flower: the update codec, the client Mod, the strategy, and a real simulation."""
+"""Seed 001 on Flower: the update codec, the client Mod, the strategy, the leakage study's views, and a
+real simulation."""
 import numpy as np
 import pytest
 import torch
@@ -7,9 +8,10 @@ from flwr.supercore.task_identity import TaskIdentity
 from hypothesis import given, settings, strategies as st
 
 from dlg_utils.defenses import LayerPrecision, MixedPrecision
-from dlg_utils.federated import (ARRAYS, CONFIG, METRICS, RANGES, UPDATE, FLConfig, QuantizedFedAvg,
-                                 QuantizedUpdateMod, as_policy, attacker_views, decode_update,
-                                 encode_update, method_setup, one_step_update, upload_bytes)
+from dlg_utils.codec import ARRAYS, RANGES, UPDATE, as_policy, decode_update, encode_update, upload_bytes
+from dlg_utils.federated import (CONFIG, FROM_RUN_CONFIG, METRICS, FLConfig, QuantizedFedAvg, QuantizedUpdateMod,
+                                 client_app, method_setup)
+from dlg_utils.fl_leakage import attacker_views, one_step_update
 from dlg_utils.models import LeNet5
 from dlg_utils.quantization import DTYPES
 
@@ -153,6 +155,39 @@ def test_mod_sends_the_quantized_update_and_rebuilds_the_global_model(task_ident
         mod(msg, ctx, client)
 
 
+def test_policy_none_is_plain_fedavg_and_the_run_config_policy_is_explicit(task_identity):
+    """policy=None means no quantization everywhere; reading the run config is FROM_RUN_CONFIG."""
+    w0 = weights(0)
+
+    def client(msg, ctx):  # replies the weights it received
+        return Message(RecordDict({ARRAYS: msg.content[ARRAYS], METRICS: MetricRecord({"num-examples": 1})}),
+                       reply_to=msg)
+
+    def round_one(mod, run_config):
+        ctx = Context(run_id=1, node_id=5, node_config={}, state=RecordDict(), run_config=run_config)
+        msg = train_message(RecordDict({ARRAYS: ArrayRecord({k: Array(v) for k, v in w0.items()}),
+                                        CONFIG: ConfigRecord({"version": 0, "server-round": 1})}))
+        return mod(msg, ctx, client).content
+
+    assert ARRAYS in round_one(QuantizedUpdateMod(None), {"method": "mixed"})  # None: never quantizes
+    assert UPDATE in round_one(QuantizedUpdateMod(FROM_RUN_CONFIG), {"method": "mixed"})
+    assert ARRAYS in round_one(QuantizedUpdateMod(FROM_RUN_CONFIG), {"method": "base"})
+    assert UPDATE in round_one(QuantizedUpdateMod(FROM_RUN_CONFIG), {})  # the server's default method: mixed
+    assert QuantizedFedAvg(None).policy is None
+    assert client_app(None)._mods == [] and len(client_app(FROM_RUN_CONFIG)._mods) == 1
+    with pytest.raises(ValueError, match="policy"):
+        QuantizedFedAvg(FROM_RUN_CONFIG)  # the server's policy comes from server_app, not from here
+
+
+def test_the_flower_system_does_not_import_the_attacks():
+    import subprocess
+    import sys
+    code = ("import sys, dlg_utils.federated; "
+            "print(sorted(m for m in sys.modules if m in ('dlg_utils.attack', 'dlg_utils.experiments')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
 class FakeGrid:
     def __init__(self, nodes):
         self.nodes = nodes
@@ -211,6 +246,7 @@ def test_methods_and_config_are_checked():
 
 # --- the real thing: Flower's simulation engine ---------------------------------------------
 
+@pytest.mark.slow
 def test_two_client_simulation_round_trips_through_flower():
     """2 clients, 2 rounds on Fashion-MNIST subsets: round 2 must travel as quantized updates
     both ways, at about a quarter of base FL's bytes, and training must move the model."""

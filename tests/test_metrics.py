@@ -4,7 +4,8 @@ import pytest
 import torch
 from skimage.metrics import structural_similarity
 
-from dlg_utils.metrics import converged, image_metrics, l1, mse, psnr, recovered, ssim
+from dlg_utils.metrics import image_metrics, image_table, l1, mse, psnr, ssim
+from dlg_utils.success import converged, recovered
 
 
 def test_known_values():
@@ -30,6 +31,8 @@ def test_batched_and_clamped():
     assert 0 <= m["mse"] <= 1
     with pytest.raises(ValueError):
         mse(a, a[:2])
+    table = image_table(a.view(2, 2, 1, 16, 16), a.flip(0).view(2, 2, 1, 16, 16))  # 2 trials of 2 images
+    assert len(table) == 2 and table[0]["mse"] == pytest.approx(float(mse(a[:2], a.flip(0)[:2]).mean()))
 
 
 def test_criteria():

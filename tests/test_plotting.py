@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from dlg_utils.attack import AttackResult
-from dlg_utils.plotting import metric_curves, reconstruction_grid
+from dlg_utils.plotting import leak_grid, metric_curves, reconstruction_grid
 
 
 def fake(n):
@@ -36,3 +36,73 @@ def test_output_path_keeps_quick_runs_apart(tmp_path, monkeypatch):
     assert output_path("a.csv", tmp_path) == tmp_path / "a.csv"
     assert output_path(tmp_path / "x" / "b.png") == tmp_path / "x" / "b.png"
     assert (tmp_path / "x").is_dir() and (tmp_path / "quick").is_dir()
+
+
+# --- every figure reads on its own ------------------------------------------------------------------
+
+def assert_readable(fig):
+    """A title; every data panel labels both axes; a legend has a title and no entry whose line
+    is hidden by an identical one (same data, drawn on the same panel)."""
+    import matplotlib.lines as mlines
+    assert fig._suptitle is not None or any(ax.get_title() for ax in fig.axes), "no title"
+    for ax in fig.axes:
+        if ax.get_label() == "<colorbar>":
+            assert ax.get_ylabel() or ax.get_xlabel(), "an unlabelled colour bar"
+            continue
+        if ax.images:  # an image cell: a grid labels its rows and columns instead
+            continue
+        if ax.lines or ax.collections:
+            assert ax.get_xlabel() and ax.get_ylabel(), f"unlabelled axes in {ax.get_title()!r}"
+        legend = ax.get_legend()
+        if legend is None:
+            continue
+        assert legend.get_title().get_text(), "a legend without a title"
+        labels = [t.get_text() for t in legend.get_texts()]
+        assert all(labels) and len(set(labels)) == len(labels)
+        drawn = {}
+        for line in ax.lines:
+            if isinstance(line, mlines.Line2D) and not line.get_label().startswith("_") and len(line.get_xdata()):
+                drawn[line.get_label()] = (tuple(map(float, line.get_xdata())), tuple(map(float, line.get_ydata())))
+        seen = {}
+        for label, data in drawn.items():
+            assert data not in seen, f"legend entries {seen.get(data)!r} and {label!r} draw the same line"
+            seen[data] = label
+
+
+def test_every_figure_function_labels_what_it_shows():
+    import numpy as np
+    from dlg_utils.plotting import best_reconstructions, frontier_plot, threshold_plot
+    h = pd.concat([fake(10).history.assign(defense=d, seed=s) for d in "xy" for s in range(3)])
+    figures = [metric_curves(h, "l1", "defense", title="t"),
+               reconstruction_grid([("a", fake(11))], truth=torch.rand(3, 8, 8), title="t")]
+    table = pd.DataFrame([{"model": m, "defense": d, "bits": b, "drop": 0.001 * b, "drop low": 0, "drop high": 0.1,
+                           "median ssim": s, "median ssim low": s - 0.1, "median ssim high": s + 0.1}
+                          for m in ("a", "b") for d, b, s in [("none", 32, 0.9), ("uniform:8", 3.1, 0.4)]])
+    figures.append(frontier_plot(table, title="t"))
+    curve = pd.DataFrame([{"model": "a", "defense": d, "threshold": t, "recovered": max(0, 1 - t - k)}
+                          for k, d in enumerate(("none", "uniform:8")) for t in np.linspace(0.1, 0.9, 5)])
+    figures.append(threshold_plot(curve, title="t"))
+    figures.append(best_reconstructions({"none": [torch.rand(1, 8, 8)] * 2}, [torch.rand(1, 8, 8)] * 2,
+                                        {"none": ["ig 0.9", "ig 0.8"]}, title="t"))
+    for fig in figures:
+        assert_readable(fig)
+
+
+def test_the_readability_check_catches_a_hidden_line():
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots()
+    for name in ("base", "int8"):
+        ax.plot([1, 2, 3], [0.5, 0.6, 0.7], label=name)
+    ax.set(xlabel="round", ylabel="accuracy", title="t")
+    ax.legend(title="method")
+    with pytest.raises(AssertionError, match="same line"):
+        assert_readable(fig)
+
+
+def test_leak_grid_reads_snapshots_with_int_or_json_keys(tmp_path):
+    snaps = {0: torch.rand(1, 8, 8).tolist(), 5: torch.rand(1, 8, 8).tolist()}
+    rows = pd.DataFrame({"attack": ["plain", "sent"],
+                         "snapshots": [snaps, {str(k): v for k, v in snaps.items()}]})  # fresh / read back
+    assert leak_grid(rows, torch.rand(1, 8, 8), "t", tmp_path / "l.png") is None
+    assert (tmp_path / "l.png").stat().st_size > 1000
+

@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dlg_utils.success import bootstrap_ci, succeeded, success_table, threshold_sensitivity
+from dlg_utils.success import bootstrap_ci, label_survival, succeeded, success_table, threshold_sensitivity
 
 
 def rows():
@@ -45,3 +45,16 @@ def test_bootstrap_ci():
     assert bootstrap_ci([0.5, 0.5, 0.5]) == (0.5, 0.5)
     with pytest.raises(ValueError):
         bootstrap_ci([1.0], level=1.5)
+
+
+def test_label_survival_draws_random_defenses_and_finds_the_undefended_label():
+    import torch
+    from dlg_utils import LeNet, init_uniform_, load_dataset
+    torch.manual_seed(0)
+    model = init_uniform_(LeNet(3, 100, 32))
+    found = label_survival({"lenet": model}, load_dataset("samples"), [0, 1], ["none", "stochastic:16", "uniform:4"],
+                           draws=2)
+    assert list(found.columns) == ["model", "image", "defense", "draw", "right"]
+    assert found.groupby("defense", sort=False).size().to_dict() == {"none": 2, "stochastic:16": 4, "uniform:4": 2}
+    assert found[found["defense"] == "none"]["right"].all()  # iDLG reads an undefended LeNet's label exactly
+

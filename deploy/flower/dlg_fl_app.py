@@ -4,10 +4,7 @@ The ServerApp and the clients' Mod read everything from the run config: ``method
 mixed, int8, int16, mixed-wrong-mode) and any ``dlg_utils.federated.FLConfig`` field. Every
 SuperNode needs ``dlg_utils`` installed and its data partition in ``--node-config``.
 """
-from flwr.clientapp import ClientApp
-
-from dlg_utils.federated import QuantizedUpdateMod, server_app, train_message
+from dlg_utils.federated import FROM_RUN_CONFIG, client_app, server_app
 
 server = server_app()  # method and configuration from the run config
-client = ClientApp(mods=[QuantizedUpdateMod(policy=None)])  # the policy of the run config's method
-client.train()(train_message)
+client = client_app(FROM_RUN_CONFIG)  # QuantizedUpdateMod with the policy of the run config's method

@@ -1,6 +1,6 @@
 """The reference DLG loop, one trial at a time, with ``torch.optim.LBFGS``: what the original
-DLG code does (minus its printing). Kept outside the library as the yardstick that
-``dlg_utils.attack.dlg`` (the batched engine) is tested and benchmarked against."""
+DLG code does (minus its printing). Not used by the library: it is the yardstick that the
+batched engine (``dlg_utils.attack.dlg_batch``) is tested and benchmarked against."""
 from __future__ import annotations
 
 import torch

@@ -1,0 +1,417 @@
+"""The attack engine: T gradient-matching trials advanced together as one computation.
+
+An attack is an :class:`AttackConfig`: a distance between the dummy gradient and the shared one
+(:mod:`~dlg_utils.objectives`), an optimizer (the batched L-BFGS of DLG or the batched Adam of
+Inverting Gradients), an image prior and box, and how the label is found. Every evaluation
+computes the dummy gradients of all trials with ``torch.func`` (``vmap`` over ``grad`` of the
+cross-entropy, per-trial or shared weights), the distance per trial with plain torch (so a
+defense can be applied to the dummy gradient, straight through), and the gradient with
+respect to every trial's dummy with one backward pass. Trials are independent: a trial that
+turns NaN ends as diverged and leaves the others untouched.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass, field, fields, replace
+from typing import Callable, Sequence
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call, grad, stack_module_state, vmap
+
+from .adam import BatchedAdam
+from .defenses import Defense, NoDefense, SharedGradient, defense_from_spec
+from .lbfgs import LINE_SEARCHES, BatchedLBFGS
+from .metrics import GRAD_THRESHOLD, image_table
+from .objectives import DISTANCES, Targets, masked, straight_through, total_variation
+
+OPTIMIZERS = ("lbfgs", "adam")
+LABELS = ("learn", "idlg")
+LABEL_SOURCES = ("weight", "bias")
+
+
+@dataclass(frozen=True)
+class AttackConfig:
+    """Every setting of one attack (the same for all trials of a batch).
+
+    distance: a key of :data:`~dlg_utils.objectives.DISTANCES`; ``masked`` ignores the entries
+    the target does not have (zeros); ``straight_through`` passes the dummy gradient through
+    the trial's defense first (identity backward: BPDA). optimizer: ``"lbfgs"`` (DLG:
+    ``torch.optim.LBFGS`` with lr, history_size, max_iter, tolerances, line_search_fn) or
+    ``"adam"`` (Inverting Gradients: lr, ``signed`` steps, step size times ``decay`` at each
+    fraction ``decay_at`` of the run). ``boxed`` keeps the image in [0, 1]; ``tv`` weighs the
+    total-variation prior. ``restarts`` runs each trial from that many dummies and keeps the
+    one with the lowest final distance. label: ``"learn"`` (DLG's soft dummy label) or
+    ``"idlg"`` (read from the gradient, :func:`~dlg_utils.attack.idlg_label` with
+    ``label_source``) for trials given no label. Records: a history row every
+    ``record_every`` iterations (and the last), snapshots every ``snapshot_every`` and at
+    ``snapshot_at``; ``converged`` once the distance is below ``grad_threshold``
+    (``stop_when_converged`` ends the trial there).
+    """
+
+    name: str = "dlg"
+    distance: str = "l2"
+    masked: bool = False
+    straight_through: bool = False
+    optimizer: str = "lbfgs"
+    iterations: int = 300
+    lr: float = 1.0
+    history_size: int = 100
+    max_iter: int = 20
+    tolerance_grad: float = 1e-7
+    tolerance_change: float = 1e-9
+    line_search_fn: str | None = None
+    signed: bool = False
+    decay_at: tuple[float, ...] = ()
+    decay: float = 0.1
+    boxed: bool = False
+    tv: float = 0.0
+    restarts: int = 1
+    label: str = "learn"
+    label_source: str = "weight"
+    record_every: int = 1
+    snapshot_every: int = 10
+    snapshot_at: tuple[int, ...] = ()
+    grad_threshold: float = GRAD_THRESHOLD
+    stop_when_converged: bool = False
+
+    def __post_init__(self):
+        checks = [(self.distance in DISTANCES, f"distance must be one of {sorted(DISTANCES)}"),
+                  (self.optimizer in OPTIMIZERS, f"optimizer must be one of {OPTIMIZERS}"),
+                  (self.line_search_fn in LINE_SEARCHES, f"line_search_fn must be one of {LINE_SEARCHES}"),
+                  (self.label in LABELS, f"label must be one of {LABELS}"),
+                  (self.label_source in LABEL_SOURCES, f"label_source must be one of {LABEL_SOURCES}"),
+                  (int(self.iterations) == self.iterations >= 0, "iterations must be an integer >= 0"),
+                  (int(self.restarts) == self.restarts >= 1, "restarts must be an integer >= 1"),
+                  (int(self.record_every) == self.record_every >= 1, "record_every must be an integer >= 1"),
+                  (self.lr > 0 and self.tv >= 0, "lr must be > 0 and tv >= 0"),
+                  (all(0 < f < 1 for f in self.decay_at), "decay_at must be fractions in (0, 1)")]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(f"{message}; got {self!r}")
+        object.__setattr__(self, "decay_at", tuple(self.decay_at))
+        object.__setattr__(self, "snapshot_at", tuple(int(k) for k in self.snapshot_at))
+
+
+ATTACKS: dict[str, AttackConfig] = {
+    # DLG (Zhu et al. 2019): L2 distance, L-BFGS lr 1, history 100, 20 evaluations per step
+    "dlg": AttackConfig("dlg"),
+    # iDLG (Zhao et al. 2020): DLG with the label read from the gradient
+    "idlg": AttackConfig("idlg", label="idlg"),
+    # Inverting Gradients (Geiping et al. 2020), the authors' defaults for 32x32 images
+    # (reconstruct_image.py): cosine distance over all layers, signed Adam with step 0.1 decayed
+    # by 10 at 3/8, 5/8 and 7/8 of 4,000 iterations, images boxed to [0, 1], TV weight 1e-4,
+    # random normal start, one restart (--restarts), the iDLG label for a single image
+    "ig": AttackConfig("ig", distance="cosine", optimizer="adam", iterations=4000, lr=0.1, signed=True,
+                       decay_at=(3 / 8, 5 / 8, 7 / 8), boxed=True, tv=1e-4, label="idlg", record_every=20,
+                       snapshot_every=500),
+}
+
+# The defense-aware attacker (Kerckhoffs: it knows the defense and its parameters), per kind of
+# defense. It keeps Inverting Gradients' machinery (signed Adam, TV prior, box, iDLG label) and
+# changes what is matched, chosen by a pilot (4 images of samples-gray28, 1 seed, median SSIM
+# of the reconstruction; LeNet / LeNet-5; notebook 9 lists the full table):
+#   candidate                           uniform:8    uniform:16   sparsity:0.9  mixed
+#   IG as it is (cosine)                 .32 / .26    .61 / .44    .03 / .15    .98 / .96
+#   box distance ("interval"), L-BFGS    .36 / .12    .52 / .14    .58 / .17    .82 / .22
+#   box distance, IG machinery           .80 / .82    .85 / .84    .71 / .93    .96 / .92
+#   BPDA (defend the dummy, identity     .30          .88          .91          .99
+#     backward), IG machinery
+#   masked cosine (kept entries only),   .32          .61          .89          .98
+#     IG machinery
+# A quantizer (uniform, stochastic, half, per-layer int8/int16) reveals a box of true gradients
+# (each entry within a step of what was sent): matching the box, zero inside it, uses all of it
+# and was best or within .03 of best everywhere; BPDA matches one point of the box and fails
+# when the step is coarse (uniform:8). A sparsifier reveals the kept entries exactly: matching
+# only those (masked cosine) is what is known for certain. Noise has nothing to undo and "none"
+# nothing to know, so there the strongest plain attack (IG) stands.
+_BOX = replace(ATTACKS["ig"], name="adaptive", distance="interval")
+ADAPTIVE: dict[str, AttackConfig] = {
+    **{kind: _BOX for kind in ("uniform", "stochastic", "half", "mixed", "int8", "int16")},
+    "sparsity": replace(ATTACKS["ig"], name="adaptive", masked=True),
+}
+
+
+def attack_config(attack: str | AttackConfig = "dlg", defense: Defense | str | None = None,
+                  **overrides) -> AttackConfig:
+    """The configuration of ``attack`` (a name of :data:`ATTACKS`, ``"adaptive"`` or a config)
+    against ``defense``, with ``overrides`` (fields of :class:`AttackConfig`) applied."""
+    if isinstance(attack, AttackConfig):
+        config = attack
+    elif attack == "adaptive":
+        kind = defense_from_spec(defense).name.split(":")[0]
+        config = ADAPTIVE.get(kind, replace(ATTACKS["ig"], name="adaptive"))
+    elif attack in ATTACKS:
+        config = ATTACKS[attack]
+    else:
+        raise ValueError(f"unknown attack {attack!r}; choose one of {sorted(ATTACKS) + ['adaptive']}")
+    unknown = set(overrides) - {f.name for f in fields(AttackConfig)}
+    if unknown:
+        raise TypeError(f"unknown attack settings {sorted(unknown)}")
+    return replace(config, **overrides) if overrides else config
+
+
+@dataclass
+class AttackResult:
+    """What one attack produced. ``image`` is the final dummy batch (N x C x H x W, unclamped);
+    ``history`` has one row per recorded iteration (0 = the random start) with the gradient
+    distance and, given the ground truth, image mse / l1 / psnr / ssim (image clamped to
+    [0, 1] for them)."""
+
+    image: torch.Tensor
+    label: torch.Tensor
+    history: pd.DataFrame
+    snapshots: dict[int, torch.Tensor] = field(default_factory=dict)
+    converged: bool = False
+    diverged: bool = False
+    converged_at: int | None = None
+    seed: int = 0
+    seconds: float = 0.0
+    attack: str = "dlg"
+    restart: int = 0
+
+    @property
+    def final(self) -> pd.Series:
+        """The last row of the history."""
+        return self.history.iloc[-1]
+
+
+def _batchnorm_without_running_stats(model: nn.Module) -> nn.Module:
+    """A copy of a train-mode model whose BatchNorms use batch statistics and update nothing."""
+    if not model.training or not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        return model
+    model = copy.deepcopy(model)
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.track_running_stats = False
+            m.running_mean = m.running_var = m.num_batches_tracked = None
+    return model
+
+
+def idlg_label(target_grads: Sequence[torch.Tensor], source: str = "weight") -> int:
+    """iDLG's label of a single-image gradient: the class whose row of the last linear layer's
+    weight gradient sums to the most negative value (softmax(z)_c - 1 < 0 times non-negative
+    features). ``source="bias"`` reads the last bias gradient, softmax(z) - onehot, whose only
+    negative entry is the label whatever the sign of the features (tanh networks, LeNet-5)."""
+    if source not in LABEL_SOURCES:
+        raise ValueError(f"source must be one of {LABEL_SOURCES}, got {source!r}")
+    dim = 1 if source == "bias" else 2
+    found = [g for g in target_grads if g.dim() == dim]
+    if not found:
+        raise ValueError(f"no {'1-D (bias)' if dim == 1 else '2-D (linear layer weight)'} gradient found for iDLG")
+    return int(found[-1].argmin() if dim == 1 else found[-1].sum(dim=-1).argmin())
+
+
+@dataclass
+class Trial:
+    """One engine trial: what it attacks and how its dummy starts."""
+
+    target: SharedGradient
+    label: object = None
+    seed: int = 0
+    restart: int = 0
+    truth: torch.Tensor | None = None
+    model: nn.Module | None = None
+
+
+class Chunk:
+    """The state of one batch of trials run together: the model as a function, the stacked
+    targets, the optimizer over all dummies, and what each trial has recorded."""
+
+    def __init__(self, model: nn.Module | None, trials: list[Trial], image_shape: Sequence[int],
+                 num_classes: int, config: AttackConfig):
+        self.config, self.trials, T = config, trials, len(trials)
+        self.per_trial = model is None
+        base = _batchnorm_without_running_stats(trials[0].model if self.per_trial else model)
+        named = [(n, p) for n, p in base.named_parameters() if p.requires_grad]
+        self.names = [n for n, _ in named]
+        self.device, self.dtype = named[0][1].device, named[0][1].dtype
+        if self.per_trial:
+            stacked, _ = stack_module_state([_batchnorm_without_running_stats(t.model) for t in trials])
+            self.params = {n: stacked[n].detach() for n in self.names}
+        else:
+            self.params = {n: p.detach() for n, p in named}
+        frozen = {n: p.detach() for n, p in base.named_parameters() if not p.requires_grad}
+        buffers = dict(base.named_buffers())
+
+        def loss_fn(p, x, probs):
+            pred = functional_call(base, ({**p, **frozen}, buffers), (x,))
+            return torch.mean(torch.sum(-probs * F.log_softmax(pred, -1), -1))
+
+        self._one = grad(loss_fn)
+        self._many = vmap(grad(loss_fn), in_dims=(0 if self.per_trial else None, 0, 0))
+        self.shape = tuple(image_shape) if len(image_shape) == 4 else (1, *image_shape)
+        self.N, self.K = self.shape[0], num_classes
+        self.nx = int(torch.Size(self.shape).numel())
+        self.targets = self._stack_targets(named)
+        self._init_dummies()
+        self.truth = [None if t.truth is None else t.truth.detach().reshape(self.shape).to(self.device, self.dtype)
+                      for t in trials]
+        self.generators = [torch.Generator(self.device).manual_seed(t.seed) for t in trials]
+        if config.optimizer == "lbfgs":
+            self.opt = BatchedLBFGS(self.x0, lr=config.lr, max_iter=config.max_iter,
+                                    tolerance_grad=config.tolerance_grad, tolerance_change=config.tolerance_change,
+                                    history_size=config.history_size, line_search_fn=config.line_search_fn)
+        else:
+            self.opt = BatchedAdam(self.x0, lr=config.lr, signed=config.signed, gamma=config.decay,
+                                   milestones=[math.floor(config.iterations * f) for f in config.decay_at],
+                                   box=(0.0, 1.0) if config.boxed else None, boxed=self.nx)
+        self.steps = [0] * T
+        self.rows: list[list[dict]] = [[] for _ in range(T)]
+        self.snaps: list[dict] = [{} for _ in range(T)]
+        self.images = [self.opt.x[t, : self.nx].view(self.shape).clone() for t in range(T)]
+        self.converged_at: list[int | None] = [None] * T
+        self.diverged = [False] * T
+        every = config.snapshot_every
+        self.snap_at = set(config.snapshot_at) | (
+            {*range(0, config.iterations + 1, every), config.iterations} if every else set())
+
+    def _stack_targets(self, named) -> Targets:
+        grads, low, high = [], [], []
+        n_params = len(named)
+        for t in self.trials:
+            if len(t.target.grads) != n_params or any(
+                    tuple(g.shape) != tuple(p.shape) for g, (_, p) in zip(t.target.grads, named)):
+                raise ValueError("target_grads do not match the model's parameters "
+                                 f"({len(t.target.grads)} tensors for {n_params} parameters)")
+        for i in range(n_params):
+            per = [torch.as_tensor(t.target.grads[i]).to(self.device, self.dtype) for t in self.trials]
+            if not all(torch.isfinite(g).all() for g in per):
+                raise ValueError("target_grads contain NaN or Inf")
+            grads.append(torch.stack(per))
+            bounds = [t.target.bounds[i] if t.target.bounds is not None else (g, g)
+                      for t, g in zip(self.trials, per)]
+            low.append(torch.stack([torch.as_tensor(b[0]).to(self.device, self.dtype) for b in bounds]))
+            high.append(torch.stack([torch.as_tensor(b[1]).to(self.device, self.dtype) for b in bounds]))
+        return Targets(grads, low, high)
+
+    def _init_dummies(self) -> None:
+        """Image then (to learn it) label from N(0, 1) with each trial's seed, the ``restart``-th
+        draw of that generator; a fixed label's slot stays 0 and gets no gradient."""
+        x0, learn, onehot, self.fixed = [], [], [], []
+        ny = self.N * self.K
+        for t in self.trials:
+            lab = t.label if t.label is not None else (None if self.config.label == "learn" else "idlg")
+            gen = torch.Generator().manual_seed(int(t.seed))
+            for _ in range(t.restart + 1):
+                x = torch.randn(self.shape, generator=gen).flatten()
+                y = torch.randn((self.N, self.K), generator=gen).flatten() if lab is None else torch.zeros(ny)
+            if lab is not None:
+                lab = (torch.tensor([idlg_label(t.target.grads, self.config.label_source)])
+                       if isinstance(lab, str) and lab == "idlg" else torch.as_tensor(lab).long().reshape(-1).cpu())
+                if len(lab) != self.N:
+                    raise ValueError(f"{len(lab)} labels for a batch of {self.N}")
+            self.fixed.append(lab)
+            x0.append(torch.cat([x, y]))
+            learn.append(lab is None)
+            onehot.append(F.one_hot(lab, self.K) if lab is not None else torch.zeros(self.N, self.K))
+        self.x0 = torch.stack(x0).to(self.device, self.dtype)
+        self.learn = torch.tensor(learn, device=self.device)
+        self.onehot = torch.stack(onehot).to(self.device, self.dtype)
+
+    def evaluate(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(distance, objective, gradient of the objective) at the dummies of trials ``idx``."""
+        config, n = self.config, len(idx)
+        flat = self.opt.x[idx].detach().requires_grad_(True)
+        with torch.enable_grad():
+            x = flat[:, : self.nx].view(n, *self.shape)
+            soft = F.softmax(flat[:, self.nx:].reshape(n, self.N, self.K), -1)
+            probs = torch.where(self.learn[idx, None, None], soft, self.onehot[idx])
+            if n == 1 and not self.per_trial:  # a lone trial skips vmap's overhead
+                g = self._one(self.params, x[0], probs[0])
+                dummy = [g[name][None] for name in self.names]
+            else:
+                params = {k: v[idx] for k, v in self.params.items()} if self.per_trial else self.params
+                g = self._many(params, x, probs)
+                dummy = [g[name] for name in self.names]
+            target = self.targets.select(idx)
+            if config.straight_through:
+                dummy = self._straight_through(dummy, idx.tolist())
+            if config.masked:
+                dummy = masked(dummy, target)
+            distance = DISTANCES[config.distance](dummy, target)
+            objective = distance + config.tv * total_variation(x) if config.tv else distance
+            gradient, = torch.autograd.grad(objective.sum(), flat)
+        return distance.detach(), objective.detach(), gradient
+
+    def _straight_through(self, dummy: list[torch.Tensor], trials: list[int]) -> list[torch.Tensor]:
+        rows = []
+        for j, t in enumerate(trials):
+            mine = [d[j] for d in dummy]
+            if all(torch.isfinite(d).all() for d in mine):  # a diverging trial passes as it is
+                mine = straight_through(self.trials[t].target.defense, mine, self.generators[t])
+            rows.append(mine)
+        return [torch.stack(parts) for parts in zip(*rows)]
+
+    def result(self, t: int, seconds: float) -> AttackResult:
+        fixed = self.fixed[t]
+        label = self.opt.x[t, self.nx:].view(self.N, self.K).argmax(-1) if fixed is None else fixed
+        trial = self.trials[t]
+        return AttackResult(image=self.images[t].cpu(), label=label.cpu(), history=pd.DataFrame(self.rows[t]),
+                            snapshots=self.snaps[t], converged=self.converged_at[t] is not None,
+                            diverged=self.diverged[t], converged_at=self.converged_at[t], seed=int(trial.seed),
+                            seconds=seconds, attack=self.config.name, restart=trial.restart)
+
+    def run(self, bar, on_result: Callable[[int, AttackResult], None]) -> None:
+        """Advance every trial to the end; ``on_result(t, result)`` as each one finishes."""
+        config, T = self.config, len(self.trials)
+        active = torch.ones(T, dtype=torch.bool, device=self.device)
+        start = time.perf_counter()
+
+        def finish(t: int) -> None:
+            active[t] = False
+            bar.update(config.iterations - max(self.steps[t] - 1, 0))  # the iterations it skipped
+            on_result(t, self.result(t, time.perf_counter() - start))
+
+        while active.any():
+            idx = active.nonzero().squeeze(1)
+            distance, objective, g = self.evaluate(idx)
+            full = lambda v: torch.zeros(T, dtype=self.dtype, device=self.device).index_copy(0, idx, v)
+            full_distance, full_objective = full(distance), full(objective)
+            full_grad = torch.zeros_like(self.opt.x).index_copy(0, idx, g)
+            finite = torch.isfinite(full_objective) & torch.isfinite(self.opt.x).all(-1)
+            recorded, done = [], []
+            for t in (active & self.opt.starts_step).nonzero().squeeze(1).tolist():
+                if not finite[t]:
+                    self.diverged[t] = True
+                    finish(t)
+                    continue
+                k, value = self.steps[t], float(full_distance[t])
+                self.steps[t] += 1
+                self.images[t] = self.opt.x[t, : self.nx].view(self.shape).clone()
+                if self.converged_at[t] is None and value < config.grad_threshold:
+                    self.converged_at[t] = k
+                last = k == config.iterations or (config.stop_when_converged and self.converged_at[t] is not None)
+                if k % config.record_every == 0 or last:
+                    self.rows[t].append({"iteration": k, "grad_distance": value})
+                    recorded.append(t)
+                if k in self.snap_at:
+                    self.snaps[t][k] = self.images[t].clamp(0, 1).cpu()
+                if k > 0:
+                    bar.update(1)
+                if last:
+                    done.append(t)
+            self._add_image_metrics(recorded)
+            for t in done:
+                finish(t)
+            self.opt.tick(full_objective, full_grad, active)
+
+    def _add_image_metrics(self, trials: list[int]) -> None:
+        with_truth = [t for t in trials if self.truth[t] is not None]
+        if with_truth:
+            x = torch.stack([self.images[t] for t in with_truth]).clamp(0, 1)
+            y = torch.stack([self.truth[t] for t in with_truth])
+            for t, metrics in zip(with_truth, image_table(x, y)):
+                self.rows[t][-1].update(metrics)
+
+
+def best_restart(results: Sequence[AttackResult]) -> AttackResult:
+    """The restart with the lowest final distance (Inverting Gradients' choice); diverged
+    restarts only if all diverged."""
+    finite = [r for r in results if not r.diverged and len(r.history)]
+    pool = finite or list(results)
+    return min(pool, key=lambda r: float(r.final["grad_distance"]) if len(r.history) else math.inf)

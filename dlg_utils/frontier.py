@@ -1,0 +1,292 @@
+"""The privacy-utility frontier: every defense at every strength against the strongest attacks
+we have, with the accuracy it costs and the bits it sends, on the same model.
+
+Privacy: each trial (model, defense, image, dummy seed) is attacked by every attack
+(:data:`~dlg_utils.engine.ATTACKS` and the defense-aware ``"adaptive"``); the trial's leakage is
+that of its best attack (highest SSIM). Utility: the same architecture trained under the same
+defense on the full training set, several seeds. Cost: the bits of the message per parameter.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from scipy import stats
+from torch import nn
+
+from .defenses import defense_from_spec
+from .engine import ATTACKS
+from .experiments import dataset_target, run_attacks, sweep
+from .models import LeNet, LeNet5, init_uniform_, resnet18
+from .success import bootstrap_ci
+from .training import train
+
+DEFENSES = ("none", "uniform:240", "uniform:40", "uniform:20", "uniform:16", "uniform:8", "stochastic:16",
+            "stochastic:8", "sparsity:0.2", "sparsity:0.4", "sparsity:0.9", "gaussian:0.001", "gaussian:0.01",
+            "gaussian:0.1", "laplacian:0.01", "half", "mixed")
+# the strength at which a paper proposed or tested each defense: seed 000 (uniform and stochastic
+# 16 levels, sparsity 0.2), DLG (noise 1e-2 and half precision), seed 001 (mixed int8/int16)
+PAPER_STRENGTH = ("none", "uniform:16", "stochastic:16", "sparsity:0.2", "gaussian:0.01", "laplacian:0.01", "half",
+                  "mixed")
+ATTACK_NAMES = ("dlg", "idlg", "ig", "adaptive")
+NOISE = ("gaussian", "laplacian")
+SSIM_RECOVERED = 0.5  # see recovered(): a trial leaks when its best reconstruction reaches this SSIM
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One attacked and trained architecture: how it is built from a seed, the learning rate
+    it trains with (SGD, momentum 0.9, weight decay 5e-4, batch 128) and where iDLG reads the
+    label (the last weight for non-negative features, the last bias otherwise)."""
+
+    name: str
+    lr: float
+    label_source: str = "weight"
+    note: str = ""
+
+    def build(self, seed: int, in_channels: int = 1, num_classes: int = 10, image_size: int = 28) -> nn.Module:
+        torch.manual_seed(seed)
+        if self.name == "lenet":
+            return init_uniform_(LeNet(in_channels, num_classes, image_size))
+        if self.name == "lenet5":
+            return LeNet5(in_channels, num_classes, image_size)
+        if self.name == "resnet18":
+            return resnet18(num_classes, in_channels)
+        raise ValueError(f"unknown model {self.name!r}; choose one of {sorted(MODELS)}")
+
+
+MODELS = {
+    "lenet": ModelSpec("lenet", 0.01, "weight", "DLG's LeNet (sigmoid, 4 convolutions) with DLG's uniform init; "
+                       "lr 0.01: at seed 000's lr 0.1 it stays at chance for 5 epochs"),
+    "lenet5": ModelSpec("lenet5", 0.1, "bias", "seed 001's LeNet-5 (tanh, average pooling), PyTorch's init; "
+                        "seed 000's optimizer as it is"),
+    "resnet18": ModelSpec("resnet18", 0.1, "bias", "torchvision's ResNet-18, seed 000's optimizer (GPU)"),
+}
+
+
+@dataclass
+class Setup:
+    """One frontier study: which models, defenses, images and seeds, and how long each attack
+    and training runs. The defaults are the committed CPU run (notebook 9)."""
+
+    models: Sequence[str] = ("lenet", "lenet5")
+    defenses: Sequence[str] = DEFENSES
+    images: Sequence[int] = (0, 2, 4, 6, 8, 9, 10, 11, 12, 14, 16, 18, 20, 22, 24, 26)
+    seeds: Sequence[int] = (0, 1, 2)
+    attacks: Sequence[str] = ATTACK_NAMES
+    iterations: dict = field(default_factory=lambda: {"dlg": 100, "idlg": 300, "ig": 1000, "adaptive": 1000})
+    image_seeds: Sequence[int] = (0,)  # rows of these dummy seeds keep their reconstruction
+    train_seeds: Sequence[int] = (0, 1, 2)
+    epochs: int = 8
+    train_subset: int | None = None  # None: all training images
+    test_subset: int | None = None
+    model_seed: int = 0  # the attacked weights: the training start of this seed
+
+
+def quick_setup() -> Setup:
+    """A minute-scale version of :class:`Setup` (CI and smoke tests): one model, four defenses,
+    two images, one seed, short attacks, one epoch on a few thousand images."""
+    return Setup(models=("lenet",), defenses=("none", "uniform:8", "sparsity:0.9", "gaussian:0.01"), images=(0, 12),
+                 seeds=(0,), iterations={"dlg": 5, "idlg": 5, "ig": 40, "adaptive": 40}, train_seeds=(0, 1), epochs=1,
+                 train_subset=3000, test_subset=1000)
+
+
+def attack_iterations(setup: Setup, attack: str) -> int:
+    """The iterations ``attack`` runs in ``setup`` (the adaptive attacker runs as long as IG)."""
+    its = setup.iterations.get(attack, setup.iterations.get("ig") if attack == "adaptive" else None)
+    return int(its if its is not None else ATTACKS["ig" if attack == "adaptive" else attack].iterations)
+
+
+def privacy_trials(setup: Setup, model: str) -> list[dict]:
+    """Every (defense, image, seed, attack) of ``model``, with the attack's iterations. The
+    adaptive attacker is skipped where it would be a plain one: no defense (nothing to know)
+    and noise (nothing to undo; the best plain attack stands)."""
+    plain = lambda d: d == "none" or defense_from_spec(d).name.split(":")[0] in NOISE
+    return [{"model": model, "defense": d, "image": int(i), "seed": int(s), "attack": a,
+             "iterations": attack_iterations(setup, a)}
+            for d in setup.defenses for i in setup.images for s in setup.seeds for a in setup.attacks
+            if not (a == "adaptive" and plain(d))]
+
+
+def run_privacy(setup: Setup, dataset, path: str | Path | None, progress: bool | None = None,
+                chunk_size: int = 48) -> pd.DataFrame:
+    """Attack every privacy trial, each attack at its iterations, storing each row (and, for
+    :attr:`Setup.image_seeds`, the 8-bit reconstruction) as it finishes."""
+    frames = []
+    x0 = dataset[0][0]
+    for name in setup.models:
+        spec = MODELS[name]
+        model = spec.build(setup.model_seed, x0.shape[0], len(dataset.classes), x0.shape[-1]).eval()
+        trials = privacy_trials(setup, name)
+        for attack in setup.attacks:
+            mine = [t for t in trials if t["attack"] == attack]
+            frames.append(run_attacks(
+                mine, model, lambda m, t: dataset_target(m, dataset, t), path, keep_history=False,
+                extra=lambda r: _image_columns(r, setup.image_seeds), progress=progress, chunk_size=chunk_size,
+                label_source=spec.label_source, iterations=attack_iterations(setup, attack)))
+    return pd.concat(frames, ignore_index=True)
+
+
+# The candidates the adaptive attacker was chosen from (engine.ADAPTIVE), each with IG's
+# iterations, against the defenses that have something to undo.
+PILOT_DEFENSES = ("uniform:16", "uniform:8", "stochastic:8", "sparsity:0.9", "mixed")
+PILOT_CANDIDATES = {
+    "ig": ATTACKS["ig"],
+    "box-lbfgs": replace(ATTACKS["idlg"], name="box-lbfgs", distance="interval"),
+    "box-ig": replace(ATTACKS["ig"], name="box-ig", distance="interval"),
+    "bpda-ig": replace(ATTACKS["ig"], name="bpda-ig", straight_through=True),
+    "masked-ig": replace(ATTACKS["ig"], name="masked-ig", masked=True),
+}
+
+
+def run_pilot(setup: Setup, dataset, path: str | Path | None, images: Sequence[int] = (0, 4, 8, 12),
+              progress: bool | None = None) -> pd.DataFrame:
+    """Every candidate of :data:`PILOT_CANDIDATES` against every :data:`PILOT_DEFENSES` on
+    ``images`` (dummy seed 0): the study behind :data:`~dlg_utils.engine.ADAPTIVE`."""
+    frames = []
+    x0 = dataset[0][0]
+    for name in setup.models:
+        spec = MODELS[name]
+        model = spec.build(setup.model_seed, x0.shape[0], len(dataset.classes), x0.shape[-1]).eval()
+        # Adam candidates run as long as IG, the L-BFGS one as long as iDLG
+        configs = {k: replace(c, label_source=spec.label_source, iterations=attack_iterations(
+            setup, "ig" if c.optimizer == "adam" else "idlg")) for k, c in PILOT_CANDIDATES.items()}
+        trials = [{"model": name, "defense": d, "image": int(i), "seed": 0, "attack": a,
+                   "iterations": configs[a].iterations} for d in PILOT_DEFENSES for i in images for a in configs]
+        frames.append(run_attacks(trials, model, lambda m, t: dataset_target(m, dataset, t), path,
+                                  keep_history=False, progress=progress, configs=configs))
+    return pd.concat(frames, ignore_index=True)
+
+
+def _image_columns(result, seeds) -> dict:
+    from .experiments import trial_row
+    if result.seed not in seeds:
+        return {}
+    row = trial_row(result, 0, keep_history=False, keep_image=True)
+    return {"image_shape": row["image_shape"], "image_u8": row["image_u8"]}
+
+
+def utility_trials(setup: Setup, dataset_name: str) -> list[dict]:
+    return [{"model": m, "defense": d, "seed": int(s), "epochs": setup.epochs, "lr": MODELS[m].lr,
+             "dataset": dataset_name, "train_subset": setup.train_subset, "test_subset": setup.test_subset}
+            for m in setup.models for d in setup.defenses for s in setup.train_seeds]
+
+
+def run_utility(setup: Setup, train_data, test_data, dataset_name: str, path: str | Path | None,
+                device: str | torch.device = "cpu", progress: bool | None = None) -> pd.DataFrame:
+    """Train every (model, defense, seed) (:func:`~dlg_utils.training.train`, SGD with the
+    model's lr, momentum 0.9, weight decay 5e-4, batch 128) and store its per-epoch curve."""
+    from .data import to_tensors
+    train_t, test_t = to_tensors(train_data), to_tensors(test_data)
+    if setup.train_subset:
+        train_t = tuple(t[: setup.train_subset] for t in train_t)
+    if setup.test_subset:
+        test_t = tuple(t[: setup.test_subset] for t in test_t)
+    x0 = train_t[0][0]
+
+    def run(trial: dict) -> dict:
+        model = MODELS[trial["model"]].build(trial["seed"], x0.shape[0], int(train_t[1].max()) + 1, x0.shape[-1])
+        start = time.perf_counter()
+        curve = train(model.to(device), train_t, test_t, trial["epochs"], trial["defense"], lr=trial["lr"],
+                      seed=trial["seed"], progress=False)
+        return {"curve": curve.to_dict("records"), "seconds": time.perf_counter() - start}
+
+    return sweep(utility_trials(setup, dataset_name), run, path, progress=progress, desc="training runs")
+
+
+# --- summaries ----------------------------------------------------------------------------------
+
+def bits_per_parameter(defense, model: nn.Module) -> float:
+    """Bits of the shared message per model parameter, each tensor's range included."""
+    shapes = [tuple(p.shape) for p in model.parameters() if p.requires_grad]
+    return defense_from_spec(defense).bits(shapes) / sum(int(np.prod(s)) for s in shapes)
+
+
+def best_of_attacks(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per trial (model, defense, image, seed), the row of the attack with the highest SSIM (a
+    diverged attack counts as the lowest), with ``best_attack`` naming it."""
+    keys = ["model", "defense", "image", "seed"]
+    scored = rows.assign(_score=rows["ssim"].fillna(-np.inf))
+    best = scored.loc[scored.groupby(keys, sort=False)["_score"].idxmax()].drop(columns="_score")
+    return best.rename(columns={"attack": "best_attack"}).reset_index(drop=True)
+
+
+def recovered(best: pd.DataFrame, threshold: float = SSIM_RECOVERED) -> pd.Series:
+    """A trial leaks its image when its best reconstruction reaches SSIM ``threshold``."""
+    return best["ssim"] >= threshold
+
+
+def _per_image(values: pd.Series, images: pd.Series) -> np.ndarray:
+    """Values as an images x trials array (NaN-padded), the unit a bootstrap resamples."""
+    groups = [v.to_numpy(float) for _, v in values.groupby(images)]
+    width = max(len(g) for g in groups)
+    return np.array([np.pad(g, (0, width - len(g)), constant_values=np.nan) for g in groups])
+
+
+def privacy_summary(best: pd.DataFrame, threshold: float = SSIM_RECOVERED, level: float = 0.95,
+                    resamples: int = 2000) -> pd.DataFrame:
+    """Per (model, defense): the fraction of trials recovered (SSIM >= ``threshold``) and the
+    median PSNR and SSIM of the best attack, each with a bootstrap interval that resamples
+    images (all of an image's seeds go together), and the attack that won most trials."""
+    out = []
+    for (model, defense), g in best.groupby(["model", "defense"], sort=False):
+        row = {"model": model, "defense": defense, "images": g["image"].nunique(), "trials": len(g)}
+        for name, values, stat in [("recovered", recovered(g, threshold).astype(float), np.nanmean),
+                                   ("median psnr", g["psnr"].clip(upper=100), np.nanmedian),
+                                   ("median ssim", g["ssim"], np.nanmedian)]:
+            row[name] = float(stat(values.to_numpy(float)))
+            row[f"{name} low"], row[f"{name} high"] = bootstrap_ci(_per_image(values, g["image"]), level,
+                                                                   resamples, statistic=stat)
+        row["strongest attack"] = g["best_attack"].value_counts().idxmax()
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def threshold_curve(best: pd.DataFrame, thresholds: Sequence[float]) -> pd.DataFrame:
+    """The fraction recovered per (model, defense) at every SSIM threshold: is the reading robust
+    to the choice?"""
+    parts = [best.assign(recovered=recovered(best, t)).groupby(["model", "defense"], sort=False)["recovered"]
+             .mean().rename("recovered").reset_index().assign(threshold=t) for t in thresholds]
+    return pd.concat(parts, ignore_index=True)
+
+
+def final_accuracy(runs: pd.DataFrame) -> pd.DataFrame:
+    """Each training run's last-epoch test accuracy: model, defense, seed, accuracy."""
+    return pd.DataFrame([{"model": r["model"], "defense": r["defense"], "seed": r["seed"],
+                          "accuracy": r["curve"][-1]["test_accuracy"]} for _, r in runs.iterrows()])
+
+
+def _t_interval(values: np.ndarray, level: float) -> tuple[float, float, float]:
+    values = np.asarray(values, float)
+    mean = float(values.mean())
+    if len(values) < 2:
+        return mean, float("nan"), float("nan")
+    half = stats.t.ppf(0.5 + level / 2, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values))
+    return mean, mean - half, mean + half
+
+
+def utility_summary(runs: pd.DataFrame, baseline: str = "none", level: float = 0.95) -> pd.DataFrame:
+    """Per (model, defense): mean final test accuracy over seeds and the accuracy drop against
+    ``baseline`` training, each with a ``level`` t-interval; the drop is paired by seed (the same
+    seed gives the same initial weights and batch order under every defense)."""
+    acc = final_accuracy(runs)
+    out = []
+    for (model, defense), g in acc.groupby(["model", "defense"], sort=False):
+        base = acc[(acc["model"] == model) & (acc["defense"] == baseline)].set_index("seed")["accuracy"]
+        mine = g.set_index("seed")["accuracy"]
+        paired = mine.index.intersection(base.index)
+        mean, lo, hi = _t_interval(mine.to_numpy(), level)
+        drop, dlo, dhi = _t_interval((base[paired] - mine[paired]).to_numpy(), level)
+        out.append({"model": model, "defense": defense, "seeds": len(mine), "accuracy": mean, "accuracy low": lo,
+                    "accuracy high": hi, "drop": drop, "drop low": dlo, "drop high": dhi})
+    return pd.DataFrame(out)
+
+
+def frontier_table(privacy: pd.DataFrame, utility: pd.DataFrame, bits: pd.DataFrame) -> pd.DataFrame:
+    """Privacy, utility and cost side by side, one row per (model, defense)."""
+    return privacy.merge(utility, on=["model", "defense"], how="outer").merge(bits, on=["model", "defense"], how="left")

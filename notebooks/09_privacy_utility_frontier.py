@@ -1,0 +1,213 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 9. The privacy-utility frontier
+#
+# Which gradient defense stops leakage without hurting the model? Every defense at every
+# strength, on the same two architectures, measured three ways:
+#
+# - **privacy**: each trial (defense, image, dummy seed) is attacked by DLG, iDLG, Inverting
+#   Gradients (IG) and a defense-aware attacker that knows the defense (Kerckhoffs); the
+#   trial leaks what its *best* attack recovers (highest SSIM);
+# - **utility**: the same architecture trained under the same defense on the full
+#   Fashion-MNIST (60k training images, the full 10k test set), 3 seeds; the accuracy drop is
+#   paired by seed against undefended training;
+# - **cost**: the bits sent per parameter, each tensor's range and indices included.
+#
+# The runs are `python scripts/frontier.py` (resumable; each finished trial is one line of
+# `results/frontier_*.jsonl`); this notebook reads them, and runs whatever is missing.
+
+# %%
+import numpy as np
+import pandas as pd
+import torch
+from IPython.display import Markdown, display
+
+from dlg_utils import frontier as fr
+from dlg_utils.config import RESULTS_DIR, quick_mode
+from dlg_utils.data import load_dataset
+from dlg_utils.experiments import row_image
+from dlg_utils.metrics import ssim
+from dlg_utils.plotting import best_reconstructions, frontier_plot, metric_curves, save_figure, threshold_plot
+
+QUICK = quick_mode()  # DLG_QUICK=1 (or CI): a minute-scale run in a temporary folder
+SETUP = fr.quick_setup() if QUICK else fr.Setup()
+if QUICK:
+    import tempfile
+    OUT = __import__("pathlib").Path(tempfile.mkdtemp())
+else:
+    OUT = RESULTS_DIR
+images = load_dataset("samples-gray28")
+print("quick mode:", QUICK, "| results in", OUT)
+
+# %% [markdown]
+# ## Choosing the defense-aware attacker
+#
+# Five candidates, each with IG's machinery except one, against the defenses that leave
+# something to undo (4 images, one dummy seed). "box": the defense reveals a box of true
+# gradients (a quantizer: each entry within a step of what was sent; a sparsifier: a kept
+# entry exactly, a dropped one no larger than the smallest kept), matched with a distance that
+# is zero inside it. "bpda": the dummy gradient goes through the same defense, with an identity
+# backward (BPDA, Athalye et al. 2018). "masked": cosine on the entries the target kept.
+
+# %%
+pilot = fr.run_pilot(SETUP, images, OUT / "frontier_pilot.jsonl")
+pilot_table = pilot.pivot_table(index=["model", "attack"], columns="defense", values="ssim", aggfunc="median")
+pilot_table.round(2)
+
+# %%
+winner = pilot_table.groupby(level="model").idxmax().map(lambda t: t[1])
+display(Markdown(
+    "Median SSIM over the pilot's images; the best candidate per defense: "
+    + "; ".join(f"**{m}**: " + ", ".join(f"{d} → {winner.loc[m, d]}" for d in winner.columns) for m in winner.index)
+    + ". `engine.ADAPTIVE` uses **box-ig** against quantizers (uniform, stochastic, half, mixed int8/int16) and "
+    "**masked-ig** against sparsification; against noise and no defense it is IG itself (nothing to undo)."))
+
+# %% [markdown]
+# ## Privacy: every defense against the best of four attacks
+
+# %%
+rows = fr.run_privacy(SETUP, images, OUT / "frontier_privacy.jsonl")
+best = fr.best_of_attacks(rows)
+privacy = fr.privacy_summary(best)
+its = ", ".join(f"{a} {fr.attack_iterations(SETUP, a)}" for a in SETUP.attacks)
+print(f"{len(rows)} attack runs, {len(best)} trials ({len(SETUP.images)} images x {len(SETUP.seeds)} seeds "
+      f"per defense and model); iterations: {its}")
+pd.crosstab([best["model"], best["defense"]], best["best_attack"]).reindex(columns=list(SETUP.attacks), fill_value=0)
+
+# %% [markdown]
+# **What counts as recovered.** A trial leaks its image when the best reconstruction reaches
+# SSIM 0.5. For reference, the cell below computes the SSIM between two *different* images of
+# the set (what an attacker gets from a guess that knows nothing about this image) and between
+# an image and its 8-bit, 2x down-sampled copy (a reconstruction anyone would call recovered).
+
+# %%
+truths = torch.stack([images[i][0] for i in SETUP.images])
+pairs = [(a, b) for a in range(len(truths)) for b in range(len(truths)) if a < b]
+other = np.array([float(ssim(truths[a][None], truths[b][None])[0]) for a, b in pairs])
+coarse = torch.nn.functional.interpolate(torch.nn.functional.avg_pool2d(truths, 2), scale_factor=2)
+coarse_ssim = ssim(coarse, truths).numpy()
+display(Markdown(
+    f"SSIM of two different images: median {np.median(other):.2f} (95th percentile {np.quantile(other, .95):.2f}); "
+    f"of an image and its half-resolution copy: median {np.median(coarse_ssim):.2f} "
+    f"(5th percentile {np.quantile(coarse_ssim, .05):.2f}). The threshold {fr.SSIM_RECOVERED} lies between the two; "
+    "the curve below shows how the fractions move with it."))
+
+# %%
+curve = fr.threshold_curve(best, np.round(np.arange(0.1, 0.96, 0.05), 2))
+fig = threshold_plot(curve, title=f"Fraction recovered vs. SSIM threshold: samples-gray28, best of {'/'.join(SETUP.attacks)} "
+                     f"({its} iterations), {len(SETUP.images)} images x {len(SETUP.seeds)} seeds per point")
+save_figure(fig, "frontier_threshold_sensitivity.png");
+
+# %% [markdown]
+# ## Utility: the same architectures trained under each defense
+
+# %%
+train_data, test_data = load_dataset("fashion-mnist"), load_dataset("fashion-mnist", train=False)
+runs = fr.run_utility(SETUP, train_data, test_data, "fashion-mnist", OUT / "frontier_utility.jsonl")
+utility = fr.utility_summary(runs)
+curves = pd.DataFrame([{**c, "model": r["model"], "defense": r["defense"], "seed": r["seed"]}
+                       for _, r in runs.iterrows() for c in r["curve"]])
+base = curves[curves["defense"] == "none"]
+fig = metric_curves(base, "test_accuracy", hue="model", x="epoch", title=(
+    f"Undefended training: Fashion-MNIST ({len(train_data) if not SETUP.train_subset else SETUP.train_subset} train / "
+    f"{len(test_data) if not SETUP.test_subset else SETUP.test_subset} test), SGD momentum 0.9, wd 5e-4, batch 128, "
+    f"{len(SETUP.train_seeds)} seeds"))
+fig.axes[0].set_xlabel("epoch"), fig.axes[0].set_ylabel("test accuracy")
+save_figure(fig, "frontier_training_undefended.png");
+last = base.groupby(["model", "epoch"])["test_accuracy"].mean().unstack()
+gain = (last.iloc[:, -1] - last.iloc[:, -3]) if last.shape[1] >= 3 else last.iloc[:, -1] * np.nan
+display(Markdown("Learning rates: " + "; ".join(f"**{m}** {fr.MODELS[m].lr} ({fr.MODELS[m].note})" for m in SETUP.models)
+                 + ". Mean test-accuracy gain over the last two epochs of undefended training: "
+                 + ", ".join(f"{m} {100 * g:+.2f} points" for m, g in gain.items()) + "."))
+
+# %% [markdown]
+# ## The frontier
+
+# %%
+bits = pd.DataFrame([{"model": m, "defense": d, "bits": fr.bits_per_parameter(d, fr.MODELS[m].build(0))}
+                     for m in SETUP.models for d in SETUP.defenses])
+table = fr.frontier_table(privacy, utility, bits)
+fig = frontier_plot(table, title=(
+    f"Privacy-utility frontier: leakage on samples-gray28 ({len(SETUP.images)} images x {len(SETUP.seeds)} seeds, "
+    f"best of {'/'.join(SETUP.attacks)}), accuracy drop on Fashion-MNIST ({len(SETUP.train_seeds)} seeds, "
+    f"{SETUP.epochs} epochs); 95% intervals"))
+save_figure(fig, "frontier.png");
+
+# %%
+shown = table[["model", "defense", "bits", "recovered", "recovered low", "recovered high", "median ssim",
+               "median ssim low", "median ssim high", "median psnr", "accuracy", "drop", "drop low", "drop high",
+               "strongest attack"]]
+shown.style.format(precision=3).hide(axis="index")
+
+# %% [markdown]
+# ## What the best attack recovers at each paper's strength
+#
+# Seed 000 proposed 16-level uniform and stochastic quantization and 20% sparsity, DLG tested
+# noise at 1e-2 and half precision, seed 001 per-layer int8/int16. One dummy seed, the best of
+# the four attacks per cell, captioned with that attack and its SSIM.
+
+# %%
+def grid(model: str):
+    b = best[(best["model"] == model) & (best["seed"] == SETUP.image_seeds[0])]
+    shown = [d for d in fr.PAPER_STRENGTH if d in set(b["defense"])]
+    cols = list(SETUP.images)[:8]
+    pick = {d: b[b["defense"] == d].set_index("image").loc[cols] for d in shown}
+    recon = {d: [row_image(r) for _, r in pick[d].iterrows()] for d in shown}
+    caps = {d: [f"{r['best_attack']} {r['ssim']:.2f}" for _, r in pick[d].iterrows()] for d in shown}
+    fig = best_reconstructions(recon, [images[i][0] for i in cols], caps, title=(
+        f"Best of {'/'.join(SETUP.attacks)} against each defense at its paper's strength: {model}, samples-gray28, "
+        f"dummy seed {SETUP.image_seeds[0]} ({its} iterations)"))
+    save_figure(fig, f"frontier_reconstructions_{model}.png");
+
+
+for model in SETUP.models:
+    grid(model)
+
+# %% [markdown]
+# ## Which protection claims survive the strongest attacker?
+
+# %%
+def claim(model: str, defense: str, who: str, said: str, protects: bool, costless: bool) -> str:
+    """Does (who's claim about defense) hold on model: protects = at most 10% of trials
+    recovered (upper end of the 95% interval), costless = accuracy drop at most 1 point (upper
+    end of its interval)."""
+    r = table[(table["model"] == model) & (table["defense"] == defense)].iloc[0]
+    seen = (r["recovered high"] <= 0.1, r["drop high"] <= 0.01)
+    wrong = [what for what, c, s in [("privacy", protects, seen[0]), ("accuracy", costless, seen[1])] if c != s]
+    verdict = "holds" if not wrong else "fails on " + " and ".join(wrong)
+    return (f"- **{who}, {defense}** (\"{said}\") on {model}: **{verdict}**. Recovered {r['recovered']:.0%} "
+            f"[{r['recovered low']:.0%}, {r['recovered high']:.0%}] of trials (median SSIM {r['median ssim']:.2f}, "
+            f"most often by {r['strongest attack']}); accuracy drop {100 * r['drop']:+.2f} points "
+            f"[{100 * r['drop low']:+.2f}, {100 * r['drop high']:+.2f}].")
+
+
+claims = [("seed 000", "uniform:16", "protects without sacrificing accuracy", True, True),
+          ("seed 000", "stochastic:16", "protects without sacrificing accuracy", True, True),
+          ("seed 001", "mixed", "protects, cuts communication, keeps accuracy", True, True),
+          ("DLG", "gaussian:0.01", "noise that stops DLG costs accuracy", True, False),
+          ("DLG", "half", "half precision does not protect", False, True)]
+lines = [claim(m, d, w, s, p, c) for m in SETUP.models for w, d, s, p, c in claims if d in set(table["defense"])]
+display(Markdown(
+    f"A defense **protects** when at most 10% of trials are recovered (SSIM ≥ {fr.SSIM_RECOVERED}; upper end of "
+    "the 95% interval over images) and is **free** when the accuracy drop is at most 1 point (upper end of its "
+    "95% interval over seeds). Each claim below says which of the two it asserts.\n\n" + "\n".join(lines)))
+
+
+# %%
+safe = table[(table["recovered high"] <= 0.1) & (table["drop high"] <= 0.01)]
+display(Markdown(
+    "Defenses that both protect (≤10% recovered) and cost at most 1 point of accuracy, per model: "
+    + "; ".join(f"**{m}**: " + (", ".join(safe[safe["model"] == m]["defense"]) or "none")
+                for m in SETUP.models) + "."))

@@ -1,0 +1,85 @@
+"""The frontier's summaries on small hand-made tables, where every number is known."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from dlg_utils import frontier as fr
+
+
+def attack_rows() -> pd.DataFrame:
+    """Two defenses x 2 images x 2 seeds x 2 attacks; SSIMs chosen so the best is known."""
+    rows = []
+    ssim = {  # (defense, image, seed) -> (dlg, ig)
+        ("none", 0, 0): (0.9, 0.8), ("none", 0, 1): (0.2, 0.95), ("none", 1, 0): (0.6, 0.1), ("none", 1, 1): (0.7, 0.3),
+        ("uniform:8", 0, 0): (0.1, 0.2), ("uniform:8", 0, 1): (np.nan, 0.3), ("uniform:8", 1, 0): (0.4, 0.6),
+        ("uniform:8", 1, 1): (0.0, 0.1)}
+    for (d, i, s), values in ssim.items():
+        for a, v in zip(("dlg", "ig"), values):
+            rows.append({"model": "m", "defense": d, "image": i, "seed": s, "attack": a, "ssim": v,
+                         "psnr": 10 + 20 * np.nan_to_num(v)})
+    return pd.DataFrame(rows)
+
+
+def test_best_of_attacks_and_privacy_summary():
+    best = fr.best_of_attacks(attack_rows())
+    assert len(best) == 8
+    got = best.set_index(["defense", "image", "seed"])
+    assert got.loc[("none", 0, 1), "best_attack"] == "ig" and got.loc[("none", 0, 1), "ssim"] == 0.95
+    assert got.loc[("uniform:8", 0, 1), "best_attack"] == "ig"  # a diverged (NaN) attack never wins
+    s = fr.privacy_summary(best, threshold=0.5, resamples=500).set_index("defense")
+    # best SSIMs: none (0.9, 0.95, 0.6, 0.7) -> 4/4 recovered; uniform:8 (0.2, 0.3, 0.6, 0.1) -> 1/4
+    assert s.loc["none", "recovered"] == 1.0 and s.loc["uniform:8", "recovered"] == 0.25
+    assert s.loc["none", "median ssim"] == pytest.approx(0.8) and s.loc["uniform:8", "median ssim"] == 0.25
+    assert s.loc["none", "recovered low"] == s.loc["none", "recovered high"] == 1.0
+    # resampling images: image 0 gives 0/2, image 1 gives 1/2 -> the interval spans [0, 0.5]
+    assert s.loc["uniform:8", "recovered low"] == 0.0 and s.loc["uniform:8", "recovered high"] == 0.5
+    assert s.loc["uniform:8", "strongest attack"] == "ig" and (s["trials"] == 4).all() and (s["images"] == 2).all()
+    curve = fr.threshold_curve(best, [0.05, 0.5, 0.99]).set_index(["defense", "threshold"])["recovered"]
+    assert curve[("uniform:8", 0.05)] == 1.0 and curve[("uniform:8", 0.5)] == 0.25 and curve[("none", 0.99)] == 0
+
+
+def test_utility_summary_pairs_the_drop_by_seed():
+    acc = {"none": [0.80, 0.90, 0.85], "uniform:8": [0.70, 0.80, 0.75]}  # exactly 0.10 lower, seed by seed
+    runs = pd.DataFrame([{"model": "m", "defense": d, "seed": s, "curve": [{"epoch": 1, "test_accuracy": a}]}
+                         for d, values in acc.items() for s, a in enumerate(values)])
+    u = fr.utility_summary(runs).set_index("defense")
+    assert u.loc["uniform:8", "drop"] == pytest.approx(0.10)
+    assert u.loc["uniform:8", "drop low"] == pytest.approx(0.10) == u.loc["uniform:8", "drop high"]  # paired: no spread
+    assert u.loc["none", "drop"] == 0 and u.loc["uniform:8", "accuracy"] == pytest.approx(0.75)
+    assert u.loc["uniform:8", "accuracy low"] < 0.75 < u.loc["uniform:8", "accuracy high"]  # unpaired: spread
+
+
+def test_trials_skip_the_adaptive_attacker_where_it_is_a_plain_one():
+    setup = fr.Setup(models=("lenet",), defenses=("none", "uniform:8", "gaussian:0.01"), images=(0,), seeds=(0, 1))
+    trials = fr.privacy_trials(setup, "lenet")
+    adaptive = {t["defense"] for t in trials if t["attack"] == "adaptive"}
+    assert adaptive == {"uniform:8"} and len(trials) == 3 * 2 * 3 + 2
+    assert {t["iterations"] for t in trials if t["attack"] == "ig"} == {setup.iterations["ig"]}
+
+
+def test_bits_count_the_ranges():
+    model = fr.MODELS["lenet"].build(0)
+    n = sum(p.numel() for p in model.parameters())
+    tensors = len(list(model.parameters()))
+    assert fr.bits_per_parameter("none", model) == 32
+    assert fr.bits_per_parameter("uniform:16", model) == pytest.approx(4 + 2 * 32 * tensors / n)
+    assert fr.bits_per_parameter("half", model) == 16
+
+
+@pytest.mark.slow
+def test_the_script_runs_every_part_in_quick_mode_and_resumes(tmp_path, capsys):
+    import importlib.util
+    from pathlib import Path
+    spec = importlib.util.spec_from_file_location("frontier_script", Path(__file__).parents[1] / "scripts" / "frontier.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    args = ["--quick", "--out", str(tmp_path), "--defenses", "none,uniform:8", "--threads", "1"]
+    script.main(args)
+    lines = {p.name: p.read_text().count("\n") for p in tmp_path.glob("*.jsonl")}
+    # pilot: 5 candidates x 5 defenses x 4 images; privacy: 2 images x 1 seed x (4 + 3) attacks; utility: 2 x 2 runs
+    assert lines == {"frontier_pilot.jsonl": 100, "frontier_privacy.jsonl": 14, "frontier_utility.jsonl": 4}
+    script.main(args)  # everything is stored: nothing runs again
+    assert {p.name: p.read_text().count("\n") for p in tmp_path.glob("*.jsonl")} == lines
+    with pytest.raises(SystemExit):
+        script.main(["--models", "vgg"])
+    assert "unknown model" in capsys.readouterr().err
