@@ -1,6 +1,11 @@
 """Test-wide settings: the notebooks run under nbval in quick mode (their full runs are
 committed and take minutes to hours), without progress bars."""
 import os
+import sys
+
+# progress shows line by line even when the output goes to a file or a pipe (CI logs)
+if hasattr(sys.stdout, "reconfigure"):
+    sys.stdout.reconfigure(line_buffering=True)
 
 os.environ.setdefault("DLG_QUICK", "1")
 os.environ.setdefault("DLG_PROGRESS", "0")

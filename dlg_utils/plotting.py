@@ -97,13 +97,13 @@ def save_figure(fig: plt.Figure, path: str | Path, dpi: int = 150) -> Path:
 def frontier_plot(table: pd.DataFrame, leakage: str = "median ssim", title: str | None = None,
                   path: str | Path | None = None) -> plt.Figure:
     """Accuracy drop (y, with its interval) against the best attack's leakage (x, with its
-    bootstrap interval), one point per defense, one panel per model; the colour is the bits
-    sent per parameter (log scale), each point named by its defense."""
+    bootstrap interval), one point per defense measured both ways, one panel per model; the
+    colour is the bits sent per parameter (log scale), each point named by its defense."""
     models = list(dict.fromkeys(table["model"]))
     fig, axes = plt.subplots(1, len(models), figsize=(6.2 * len(models), 4.8), squeeze=False)
     norm = matplotlib.colors.LogNorm(vmin=table["bits"].min(), vmax=table["bits"].max())
     for ax, model in zip(axes[0], models):
-        t = table[table["model"] == model]
+        t = table[(table["model"] == model) & table[leakage].notna() & table["drop"].notna()]
         spread = lambda mid, lo, hi: np.clip([mid - lo, hi - mid], 0, None)  # noqa: E731
         ax.errorbar(t[leakage], t["drop"], xerr=spread(t[leakage], t[f"{leakage} low"], t[f"{leakage} high"]),
                     yerr=spread(t["drop"], t["drop low"], t["drop high"]), fmt="none", ecolor="0.6", lw=0.8, zorder=1)
@@ -160,11 +160,13 @@ def best_reconstructions(images: dict[str, list[torch.Tensor]], truths: list[tor
 
 # --- seed 001's leakage study (notebook 8) --------------------------------------------------------
 
-def leak_grid(rows: pd.DataFrame, truth: torch.Tensor, title: str, path: str | Path, label: str = "attack") -> None:
+def leak_grid(rows: pd.DataFrame, truth: torch.Tensor, title: str, path: str | Path, label: str = "attack",
+              caption: str | None = None) -> None:
     """One row per sweep row (:func:`~dlg_utils.fl_leakage.leakage_sweep`): its stored
     ``snapshots`` (iteration -> image, keys int or, read back from JSON, str), then the
-    original image; each row named by its ``label`` column. Saved to ``path``; the figure stays
-    open for the notebook to show (nothing is returned, so it shows once)."""
+    original image; each row named by its ``label`` column, and ``caption`` (what the row names
+    mean) under the grid. Saved to ``path``; the figure stays open for the notebook to show
+    (nothing is returned, so it shows once)."""
     snaps = [int(k) for k in rows.iloc[0]["snapshots"]]
     fig, axes = plt.subplots(len(rows), len(snaps) + 1, figsize=(1.3 * (len(snaps) + 1), 1.45 * len(rows)),
                              squeeze=False)
@@ -178,4 +180,8 @@ def leak_grid(rows: pd.DataFrame, truth: torch.Tensor, title: str, path: str | P
         ax.set_title(f"it {k}", fontsize=8)
     axes[0][-1].set_title("original", fontsize=8)
     fig.suptitle(title, fontsize=9)
-    _finish(fig, path)
+    fig.tight_layout()
+    if caption:
+        fig.text(0.01, 0, caption, fontsize=7, va="top", ha="left", wrap=True)
+    if path is not None:
+        save_figure(fig, path)

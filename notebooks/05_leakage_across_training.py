@@ -94,8 +94,9 @@ trials += [{"model": s, "defense": "none", "image": i, "seed": k, "label_mode": 
 rows = attack_sweep(trials, models, train_full, output_path(f"leakage_across_training_{DATASET}_{ITERATIONS}.jsonl",
                                                             RESULTS_DIR), iterations=ITERATIONS)
 rows["label_mode"] = rows["label_mode"].fillna("dlg")
-rows["attack"] = rows["defense"].where(rows["label_mode"] == "dlg", "none, iDLG")
-history = expand_histories(rows, keep=["image", "seed", "attack", "model"]).rename(columns={"model": "stage"})
+rows["attack"] = rows["defense"].where(rows["label_mode"] == "dlg", "none, iDLG")  # the key of the tables below
+rows["attack, defense"] = ("DLG, " + rows["defense"]).where(rows["label_mode"] == "dlg", "iDLG, none")
+history = expand_histories(rows, keep=["image", "seed", "attack, defense", "model"]).rename(columns={"model": "stage"})
 setting = (f"DLG LeNet trained on {DATASET}, {ITERATIONS} iterations, {len(IMAGES)} training images x "
            f"{len(SEEDS)} dummy seeds per curve")
 print(f"{len(trials)} attacks: {setting}")
@@ -104,8 +105,12 @@ print(f"{len(trials)} attacks: {setting}")
 fig, axes = plt.subplots(1, len(STAGES), figsize=(4.2 * len(STAGES), 3.6), sharey=True)
 for ax, stage in zip(axes, STAGES):
     acc = meta[stage]["test_accuracy"]
-    metric_curves(history[history["stage"] == stage], "l1", "attack", ax=ax,
+    metric_curves(history[history["stage"] == stage], "l1", "attack, defense", ax=ax,
                   title=f"{stage} (test accuracy {acc:.2f})")
+    ax.set_ylabel("L1 error of the reconstruction")
+    if ax is not axes[-1]:
+        ax.get_legend().remove()
+axes[-1].legend(title="attack, defense", fontsize=8, bbox_to_anchor=(1.02, 1), loc="upper left")
 fig.suptitle(f"Fig. 6/7: L1 of the reconstruction per iteration at four training stages - {setting}, "
              "mean and 95% band", fontsize=10)
 fig.tight_layout()

@@ -102,16 +102,17 @@ fig, axes = plt.subplots(1, 2, figsize=(12, 3.6))
 lenet_rates = per_image[per_image["model"] == "lenet"]
 order = lenet_rates[lenet_rates["label_mode"] == "dlg"].sort_values("success")["image"].tolist()
 sns.barplot(data=lenet_rates, x="image", y="success", hue="label_mode", order=order, ax=axes[0])
-axes[0].axhline(0.68, color="k", ls=":", lw=1, label="seed 002 mean (0.68)")
-axes[0].set(ylabel="success rate", title=f"LeNet: success rate per image ({LENET_SEEDS} seeds each)")
-axes[0].legend(fontsize=7), axes[0].tick_params(axis="x", labelsize=7)
+axes[0].axhline(0.68, color="k", ls=":", lw=1, label="dotted: seed 002's reported mean (0.68)")
+axes[0].set(ylabel="success rate", ylim=(0, 1.0), title=f"LeNet: success rate per image ({LENET_SEEDS} seeds each)")
+axes[0].legend(fontsize=7, title="attack", loc="upper left", bbox_to_anchor=(1.0, 1.0))
+axes[0].tick_params(axis="x", labelsize=7)
 sens = threshold_sensitivity(rows[rows["model"] == "lenet"], [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2], by=["label_mode"])
 for mode, d in sens.groupby("label_mode"):
     axes[1].errorbar(d["image threshold"], d["success rate"], yerr=[d["success rate"] - d["rate low"],
                      d["rate high"] - d["success rate"]], marker="o", capsize=3, label=mode)
 axes[1].set(xscale="log", xlabel="image MSE threshold", ylabel="LeNet success rate",
             title="Sensitivity to the image threshold (95% intervals)")
-axes[1].legend(fontsize=8)
+axes[1].legend(fontsize=8, title="attack")
 fig.suptitle(f"DLG success rate (seed 002 Table 1): {setting}", fontsize=10)
 fig.tight_layout()
 save_figure(fig, "seed002_success_rate_lenet.png")
@@ -136,10 +137,13 @@ for name, model, its, evals in [("LeNet", lenet, ITERATIONS, 20),
     dlg_run, idlg_run = dlg_batch(model, [g, g], image_shape=x[None].shape, num_classes=CLASSES, iterations=its,
                                   labels=[None, y], seeds=SEED, ground_truths=x[None].to(device), max_iter=evals)
     runs[f"{name} DLG"], runs[f"{name} iDLG"] = dlg_run, idlg_run
-shown = sorted({0, 10, 20, 30, 50, 70, 90, 100, 200, ITERATIONS} & set(range(min(ITERATIONS, RESNET_ITERATIONS) + 1)))
+shown = sorted({0, 10, 20, 30, 50, 70, 90, 100, 200, ITERATIONS} & set(range(max(ITERATIONS, RESNET_ITERATIONS) + 1)))
+blank = "" if ITERATIONS == RESNET_ITERATIONS else (
+    f"; the ResNet-18 rows end at iteration {min(ITERATIONS, RESNET_ITERATIONS)} (blank after)")
 reconstruction_grid(list(runs.items()), truth=x, iterations=shown,
                     title=f"Fig. 1: DLG and iDLG on LeNet ({ITERATIONS} its) and ResNet-18 ({RESNET_ITERATIONS} its), "
-                          f"{DATASET} image {IMAGES[0]}, dummy seed {SEED}", path="seed002_fig1_lenet_resnet_dlg_idlg.png")
+                          f"{DATASET} image {IMAGES[0]}, dummy seed {SEED}{blank}",
+                    path="seed002_fig1_lenet_resnet_dlg_idlg.png")
 pd.DataFrame({k: {"final grad distance": r.final["grad_distance"], "image MSE": r.final["mse"], "SSIM": r.final["ssim"],
                   "converged at": r.converged_at, "label right": int(r.label[0]) == y} for k, r in runs.items()}).T
 

@@ -104,13 +104,40 @@ print("epsilon spent after each round (RDP accountant, largest over clients):",
       dp["epsilon-max"].dropna().round(3).tolist())
 
 # %%
-fig, axes = plt.subplots(1, len(DATASETS), figsize=(6 * len(DATASETS), 3.8), squeeze=False)
-for ax, (dataset, d) in zip(axes[0], curves.groupby("dataset", sort=False)):
-    for method, m in d.groupby("method", sort=False):
-        ax.plot(m["round"], 100 * m["test_accuracy"], marker="o", ms=3, label=method)
-    ax.set(xlabel="round", ylabel="test accuracy %", title=dataset)
-    ax.legend(fontsize=8)
-fig.suptitle(f"Table 1 runs: LeNet-5, FedAvg, {CFG.num_clients} clients, {CFG.rounds} rounds of 1 local epoch", fontsize=10)
+from matplotlib.ticker import MaxNLocator
+
+def method_label(method: str, d: pd.DataFrame) -> str:
+    """A legend entry: the method, and for DP-SGD the epsilon it spent."""
+    if method == "dp" and "epsilon-max" in d:
+        return f"dp (epsilon {d['epsilon-max'].dropna().iloc[-1]:.2f} spent, delta {method_setup('dp', CFG)[0].dp_delta:g})"
+    return method
+
+# base, mixed, int8 and int16 end within a fraction of a point of each other, so on one scale their
+# lines lie on top of each other: the left panel draws every method with its own marker and dashes,
+# the right one only the quantized methods' difference from base FL, on a scale that separates them
+styles = ["-", "--", "-.", ":", (0, (5, 1)), (0, (1, 1))]
+QUANTIZED = ("mixed", "int8", "int16")
+fig, axes = plt.subplots(len(DATASETS), 2, figsize=(13, 3.9 * len(DATASETS)), squeeze=False)
+for row, (dataset, d) in zip(axes, curves.groupby("dataset", sort=False)):
+    base_acc = d[d["method"] == "base"].set_index("round")["test_accuracy"]
+    for k, (method, m) in enumerate(d.groupby("method", sort=False)):
+        style = dict(marker="os^vDx"[k % 6], ms=4, ls=styles[k % 6], color=f"C{k}", label=method_label(method, m))
+        row[0].plot(m["round"], 100 * m["test_accuracy"], **style)
+        if method in QUANTIZED:
+            row[1].plot(m["round"], 100 * (m.set_index("round")["test_accuracy"] - base_acc).values, **style)
+    row[1].axhline(0, color=f"C{list(d['method'].unique()).index('base')}", lw=1, label="base FL")
+    row[0].set(xlabel="round", ylabel="test accuracy %", title=f"{dataset}: test accuracy after each round")
+    same = [q for q in QUANTIZED if (d[d["method"] == q].set_index("round")["test_accuracy"] == base_acc).all()]
+    row[1].set(xlabel="round", ylabel="accuracy minus base FL's (points)",
+               title=f"{dataset}: {', '.join(QUANTIZED)} minus base FL, same round"
+                     + (f"\n({' and '.join(same)} equal{'s' if len(same) == 1 else ''} base FL in every round: "
+                        "the line at 0)" if same else ""))
+    for ax in row:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    row[0].legend(fontsize=8, title="method", loc="lower right")
+    row[1].legend(fontsize=8, title="method", loc="upper left", bbox_to_anchor=(1.0, 1.0))
+fig.suptitle(f"Table 1 runs: LeNet-5, FedAvg, {CFG.num_clients} clients, {CFG.rounds} rounds of 1 local epoch, "
+             "1 run per method", fontsize=10)
 fig.tight_layout()
 save_figure(fig, "seed001_table1_accuracy_per_round.png")
 
@@ -168,9 +195,15 @@ summary.round(4)
 
 
 # %%
+VIEWS = ("rows, what the attacker matches: plain = the float32 update (no quantization); sent = the int8/int16 "
+         "integers as sent; server = dequantized with the right modes, as the server does; wrong-mode = dequantized "
+         "with a wrong mode per tensor; guess = every tensor decoded as MIN_COMBINED from the ranges in the message; "
+         "sent, correlation = the sent integers matched by 1 - Pearson r per tensor (needs neither ranges nor modes)")
 one = leaks[(leaks["image"] == 0)].set_index("attack").loc[order].reset_index()
-leak_grid(one, data[0][0], f"Fig. 1, 3, 4: DLG on a client's one-step update, LeNet-5 at init, fashion-mnist, "
-          f"{ITERATIONS} iterations", "seed001_fig1_fig3_fig4_leakage_fashion-mnist.png")
+leak_grid(one, data[0][0], f"Fig. 1, 3, 4: DLG on a client's one-step update, LeNet-5 at init, fashion-mnist image 0, "
+          f"{ITERATIONS} iterations, 1 trial per row (dummy seed {int(one['seed'].iloc[0])}; "
+          f"{leaks['image'].nunique()} images in the table above)", "seed001_fig1_fig3_fig4_leakage_fashion-mnist.png",
+          caption=VIEWS)
 
 # %% [markdown]
 # Fig. 2 repeats it on colour images: CIFAR-10 when present, otherwise the embedded colour
@@ -187,8 +220,8 @@ colour_leaks["attack"] = colour_leaks["view"] + np.where(colour_leaks["distance"
 display(colour_leaks.groupby("attack").agg(trials=("mse", "size"), median_mse=("mse", "median"),
                                            median_psnr=("psnr", "median")).loc[order].round(4))
 one = colour_leaks[colour_leaks["image"] == 0].set_index("attack").loc[order].reset_index()
-leak_grid(one, colour[0][0], f"Fig. 2: the same attacks on a colour image ({colour_name}), LeNet-5 3x32x32 at init, "
-          f"{ITERATIONS} iterations", f"seed001_fig2_leakage_{colour_name}.png")
+leak_grid(one, colour[0][0], f"Fig. 2: the same attacks on a colour image ({colour_name} image 0), LeNet-5 3x32x32 "
+          f"at init, {ITERATIONS} iterations, 1 trial per row", f"seed001_fig2_leakage_{colour_name}.png", caption=VIEWS)
 
 # %% [markdown]
 # ## The attacker's search space: must an attacker try m^L mode combinations?

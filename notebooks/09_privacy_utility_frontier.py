@@ -25,6 +25,10 @@
 #   paired by seed against undefended training;
 # - **cost**: the bits sent per parameter, each tensor's range and indices included.
 #
+# LeNet is attacked under all 17 defenses; LeNet-5, whose attacks cost 2-3 times as much on
+# 2 CPU cores, under the defenses at the strengths the papers proposed or tested (its other
+# defenses have utility and cost only, and no point on its frontier).
+#
 # The runs are `python scripts/frontier.py` (resumable; each finished trial is one line of
 # `results/frontier_*.jsonl`); this notebook reads them, and runs whatever is missing.
 
@@ -72,7 +76,9 @@ display(Markdown(
     "Median SSIM over the pilot's images; the best candidate per defense: "
     + "; ".join(f"**{m}**: " + ", ".join(f"{d} → {winner.loc[m, d]}" for d in winner.columns) for m in winner.index)
     + ". `engine.ADAPTIVE` uses **box-ig** against quantizers (uniform, stochastic, half, mixed int8/int16) and "
-    "**masked-ig** against sparsification; against noise and no defense it is IG itself (nothing to undo)."))
+    "**bpda-ig** against sparsification; against noise and no defense it is IG itself (nothing to undo). Against "
+    "mixed int8/int16, whose grid is fine, plain IG does as well as any candidate; each trial of the frontier "
+    "counts its best attack, so IG's result stands there."))
 
 # %% [markdown]
 # ## Privacy: every defense against the best of four attacks
@@ -83,7 +89,8 @@ best = fr.best_of_attacks(rows)
 privacy = fr.privacy_summary(best)
 its = ", ".join(f"{a} {fr.attack_iterations(SETUP, a)}" for a in SETUP.attacks)
 print(f"{len(rows)} attack runs, {len(best)} trials ({len(SETUP.images)} images x {len(SETUP.seeds)} seeds "
-      f"per defense and model); iterations: {its}")
+      f"per defense and model); iterations: {its}; defenses attacked: "
+      + ", ".join(f"{m} {len(SETUP.attacked_defenses(m))}" for m in SETUP.models))
 pd.crosstab([best["model"], best["defense"]], best["best_attack"]).reindex(columns=list(SETUP.attacks), fill_value=0)
 
 # %% [markdown]

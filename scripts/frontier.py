@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.models:
         setup = dataclasses.replace(setup, models=tuple(args.models.split(",")))
     if args.defenses:
-        setup = dataclasses.replace(setup, defenses=tuple(args.defenses.split(",")))
+        setup = dataclasses.replace(setup, defenses=tuple(args.defenses.split(",")), attacked={})
     unknown = [m for m in setup.models if m not in MODELS]
     if unknown:
         parser.error(f"unknown model(s) {unknown}; choose from {sorted(MODELS)}")

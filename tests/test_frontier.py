@@ -83,3 +83,13 @@ def test_the_script_runs_every_part_in_quick_mode_and_resumes(tmp_path, capsys):
     with pytest.raises(SystemExit):
         script.main(["--models", "vgg"])
     assert "unknown model" in capsys.readouterr().err
+
+
+def test_frontier_table_keeps_the_study_order_and_every_defense():
+    bits = pd.DataFrame({"model": ["m"] * 3, "defense": ["none", "uniform:8", "gaussian:0.1"], "bits": [32, 3, 32]})
+    privacy = pd.DataFrame({"model": ["m", "m"], "defense": ["uniform:8", "none"], "recovered": [0.25, 1.0]})
+    utility = pd.DataFrame({"model": ["m"] * 3, "defense": ["gaussian:0.1", "none", "uniform:8"], "drop": [0.04, 0, 0]})
+    t = fr.frontier_table(privacy, utility, bits)
+    assert t["defense"].tolist() == ["none", "uniform:8", "gaussian:0.1"] and t.columns[:3].tolist() == bits.columns.tolist()
+    assert t["recovered"].tolist()[:2] == [1.0, 0.25] and np.isnan(t["recovered"].iloc[2])  # not attacked: no privacy
+    assert t["drop"].tolist() == [0, 0, 0.04]

@@ -128,7 +128,7 @@ def test_attack_names_and_settings_are_checked():
     with pytest.raises(TypeError, match="unknown attack settings"):
         attack_config("ig", step_size=0.1)
     assert attack_config("adaptive", "uniform:16").distance == "interval"
-    assert attack_config("adaptive", "sparsity:0.4").masked
+    assert attack_config("adaptive", "sparsity:0.4").straight_through
     assert attack_config("adaptive", "gaussian:0.01") == replace(ATTACKS["ig"], name="adaptive")  # IG stands
     assert attack_config("ig", iterations=10).iterations == 10 and ATTACKS["ig"].iterations == 4000
 
