@@ -3,9 +3,6 @@ committed and take minutes to hours), without progress bars."""
 import os
 import sys
 
-# progress shows line by line even when the output goes to a file or a pipe (CI logs)
-if hasattr(sys.stdout, "reconfigure"):
-    sys.stdout.reconfigure(line_buffering=True)
 
 os.environ.setdefault("DLG_QUICK", "1")
 os.environ.setdefault("DLG_PROGRESS", "0")
@@ -17,3 +14,8 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.nodeid.endswith(".ipynb") or ".ipynb::" in item.nodeid:
             item.add_marker(pytest.mark.slow)
+
+
+def pytest_runtest_logfinish(nodeid, location):
+    """Show each test's dot at once, also when the output goes to a file or a pipe (CI logs)."""
+    sys.stdout.flush()

@@ -97,8 +97,8 @@ def main(argv=None) -> None:
     title = (f"DLG on LeNet, embedded sample {image} ({data.classes[int(data[image][1])]}), "
              f"{args.iterations} L-BFGS iterations, dummy seed {args.seeds[0]}, 1 trial per row")
     fig = reconstruction_grid(rows, truth=data[image][0], iterations=its, title=title)
-    path = save_figure(fig, Path(args.out) / args.figure)
-    print(f"figure: {path.relative_to(ROOT) if path.resolve().is_relative_to(ROOT) else path}")
+    path = save_figure(fig, Path(args.out) / args.figure).resolve()
+    print(f"figure: {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
 
 
 if __name__ == "__main__":

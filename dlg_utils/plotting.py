@@ -6,10 +6,12 @@ from typing import Sequence
 
 
 import matplotlib
+import matplotlib.lines
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
+from adjustText import adjust_text
 import torch
 
 from .attack import AttackResult
@@ -103,17 +105,21 @@ def frontier_plot(table: pd.DataFrame, leakage: str = "median ssim", title: str 
     fig, axes = plt.subplots(1, len(models), figsize=(6.2 * len(models), 4.8), squeeze=False)
     norm = matplotlib.colors.LogNorm(vmin=table["bits"].min(), vmax=table["bits"].max())
     for ax, model in zip(axes[0], models):
-        t = table[(table["model"] == model) & table[leakage].notna() & table["drop"].notna()]
+        t = table[(table["model"] == model) & table[leakage].notna() & table["drop"].notna()].copy()
+        for c in ("drop", "drop low", "drop high"):
+            t[c] = 100 * t[c]  # points
         spread = lambda mid, lo, hi: np.clip([mid - lo, hi - mid], 0, None)  # noqa: E731
         ax.errorbar(t[leakage], t["drop"], xerr=spread(t[leakage], t[f"{leakage} low"], t[f"{leakage} high"]),
                     yerr=spread(t["drop"], t["drop low"], t["drop high"]), fmt="none", ecolor="0.6", lw=0.8, zorder=1)
         points = ax.scatter(t[leakage], t["drop"], c=t["bits"], cmap="viridis", norm=norm, s=46, edgecolor="k",
                             zorder=2)
-        for _, r in t.iterrows():
-            ax.annotate(r["defense"], (r[leakage], r["drop"]), xytext=(4, 3), textcoords="offset points", fontsize=7)
+        texts = [ax.text(r[leakage], r["drop"], r["defense"], fontsize=7) for _, r in t.iterrows()]
         ax.axhline(0, color="0.3", lw=0.7, ls=":")
+        # move the names apart so none covers another, each tied to its point by a thin line
+        adjust_text(texts, x=t[leakage].to_numpy(), y=t["drop"].to_numpy(), ax=ax,
+                    arrowprops=dict(arrowstyle="-", color="0.5", lw=0.5))
         ax.set_xlabel(f"leakage: {leakage} of the best attack's reconstruction")
-        ax.set_ylabel("test-accuracy drop vs. no defense")
+        ax.set_ylabel("test-accuracy drop vs. no defense (points)")
         ax.set_title(model, fontsize=9)
         fig.colorbar(points, ax=ax, label="bits sent per parameter")
     if title:
@@ -127,13 +133,15 @@ def threshold_plot(curve: pd.DataFrame, title: str | None = None, path: str | Pa
     models = list(dict.fromkeys(curve["model"]))
     fig, axes = plt.subplots(1, len(models), figsize=(5 * len(models) + 2, 3.8), squeeze=False, sharey=True)
     palette = dict(zip(dict.fromkeys(curve["defense"]), sns.color_palette("tab20", curve["defense"].nunique())))
+    dashes = dict(zip(palette, ["-", "--", "-.", ":"] * len(palette)))  # lines that coincide stay visible
     for ax, model in zip(axes[0], models):
-        sns.lineplot(data=curve[curve["model"] == model], x="threshold", y="recovered", hue="defense",
-                     palette=palette, ax=ax, legend=ax is axes[0][-1])
+        for defense, d in curve[curve["model"] == model].groupby("defense", sort=False):
+            ax.plot(d["threshold"], d["recovered"], color=palette[defense], ls=dashes[defense], lw=1.4, label=defense)
         ax.set_title(model, fontsize=9)
         ax.set_xlabel("SSIM threshold for 'recovered'")
         ax.set_ylabel("fraction of trials recovered")
-    axes[0][-1].legend(title="defense", fontsize=7, bbox_to_anchor=(1.02, 1), loc="upper left")
+    handles = [matplotlib.lines.Line2D([], [], color=c, ls=dashes[d], label=d) for d, c in palette.items()]
+    fig.legend(handles=handles, title="defense", fontsize=7, bbox_to_anchor=(1.0, 0.9), loc="upper left")
     if title:
         fig.suptitle(title, fontsize=9)
     return _finish(fig, path)

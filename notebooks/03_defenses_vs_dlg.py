@@ -28,9 +28,8 @@ from dlg_utils.notebook import start
 QUICK = start()  # DLG_QUICK=1 (or CI) shrinks the run; committed outputs are full runs
 
 # %%
-from dlg_utils import LeNet, init_uniform_, load_dataset, target_gradients
-from dlg_utils.attack import dlg_batch
-from dlg_utils.defenses import defense_from_spec
+from dlg_utils import LeNet, init_uniform_, load_dataset
+from dlg_utils.experiments import dataset_target, run_attacks
 from dlg_utils.plotting import reconstruction_grid, metric_curves, save_figure
 from dlg_utils.metrics import IMAGE_THRESHOLD
 
@@ -44,12 +43,10 @@ data = load_dataset("samples")
 torch.manual_seed(MODEL_SEED)
 model = init_uniform_(LeNet(3, 100, 32))
 x, y = data[IMAGE]
-trials = [(d, s) for d in DEFENSES for s in SEEDS]
-targets = [target_gradients(model, x[None], torch.tensor([y]), defense_from_spec(d), torch.Generator().manual_seed(s))
-           for d, s in trials]
-results = dlg_batch(model, targets, image_shape=x[None].shape, num_classes=100, iterations=ITERATIONS,
-                    seeds=[s for _, s in trials], ground_truths=x[None])
-by = {t: r for t, r in zip(trials, results)}
+trials = [{"image": IMAGE, "seed": s, "defense": d} for d in DEFENSES for s in SEEDS]
+by = {}  # (defense, seed) -> AttackResult, as each trial finishes (the defense's randomness drawn from the seed)
+run_attacks(trials, model, lambda m, t: dataset_target(m, data, t), iterations=ITERATIONS,
+            on_result=lambda t, r: by.update({(t["defense"], t["seed"]): r}))
 history = pd.concat([r.history.assign(defense=d, seed=s) for (d, s), r in by.items()])
 setting = f"LeNet, embedded image {IMAGE} ({data.classes[y]}), {ITERATIONS} iterations"
 print(f"{len(trials)} attacks: {setting}, seeds {SEEDS}")

@@ -29,6 +29,7 @@ def test_dlg_reconstructs_a_real_image(undefended):
     assert not r.diverged
 
 
+@pytest.mark.slow
 def test_dlg_history_and_convergence(undefended):
     x, _, r = undefended
     h = r.history

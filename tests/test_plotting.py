@@ -45,6 +45,8 @@ def assert_readable(fig):
     is hidden by an identical one (same data, drawn on the same panel)."""
     import matplotlib.lines as mlines
     assert fig._suptitle is not None or any(ax.get_title() for ax in fig.axes), "no title"
+    for legend in fig.legends:
+        assert legend.get_title().get_text() and all(t.get_text() for t in legend.get_texts())
     for ax in fig.axes:
         if ax.get_label() == "<colorbar>":
             assert ax.get_ylabel() or ax.get_xlabel(), "an unlabelled colour bar"
