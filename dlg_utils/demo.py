@@ -11,7 +11,6 @@ import platform
 import time
 from pathlib import Path
 
-import pandas as pd
 import torch
 
 from .config import IMAGES_DIR, ROOT, free_cores, quick_mode

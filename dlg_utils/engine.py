@@ -24,7 +24,7 @@ from torch import nn
 from torch.func import functional_call, grad, stack_module_state, vmap
 
 from .adam import BatchedAdam
-from .defenses import Defense, NoDefense, SharedGradient, defense_from_spec
+from .defenses import Defense, SharedGradient, defense_from_spec
 from .lbfgs import LINE_SEARCHES, BatchedLBFGS
 from .metrics import GRAD_THRESHOLD, image_table
 from .objectives import DISTANCES, Targets, masked, straight_through, total_variation

@@ -21,7 +21,7 @@ from torch import nn
 
 from .defenses import defense_from_spec
 from .engine import ATTACKS
-from .experiments import dataset_target, run_attacks, sweep
+from .experiments import dataset_target, run_attacks, sweep, trial_row
 from .models import LeNet, LeNet5, init_uniform_, resnet18
 from .success import bootstrap_ci
 from .training import train
@@ -121,15 +121,21 @@ def privacy_trials(setup: Setup, model: str) -> list[dict]:
             if not (a == "adaptive" and plain(d))]
 
 
+def attacked_model(setup: Setup, name: str, dataset) -> nn.Module:
+    """The weights every privacy trial of ``name`` attacks: the training start of
+    :attr:`Setup.model_seed`, built for ``dataset``'s images and classes, in eval mode."""
+    x0 = dataset[0][0]
+    return MODELS[name].build(setup.model_seed, x0.shape[0], len(dataset.classes), x0.shape[-1]).eval()
+
+
 def run_privacy(setup: Setup, dataset, path: str | Path | None, progress: bool | None = None,
                 chunk_size: int = 48) -> pd.DataFrame:
     """Attack every privacy trial, each attack at its iterations, storing each row (and, for
     :attr:`Setup.image_seeds`, the 8-bit reconstruction) as it finishes."""
     frames = []
-    x0 = dataset[0][0]
     for name in setup.models:
         spec = MODELS[name]
-        model = spec.build(setup.model_seed, x0.shape[0], len(dataset.classes), x0.shape[-1]).eval()
+        model = attacked_model(setup, name, dataset)
         trials = privacy_trials(setup, name)
         for attack in setup.attacks:
             mine = [t for t in trials if t["attack"] == attack]
@@ -157,10 +163,9 @@ def run_pilot(setup: Setup, dataset, path: str | Path | None, images: Sequence[i
     """Every candidate of :data:`PILOT_CANDIDATES` against every :data:`PILOT_DEFENSES` on
     ``images`` (dummy seed 0): the study behind :data:`~dlg_utils.engine.ADAPTIVE`."""
     frames = []
-    x0 = dataset[0][0]
     for name in setup.models:
         spec = MODELS[name]
-        model = spec.build(setup.model_seed, x0.shape[0], len(dataset.classes), x0.shape[-1]).eval()
+        model = attacked_model(setup, name, dataset)
         # Adam candidates run as long as IG, the L-BFGS one as long as iDLG
         configs = {k: replace(c, label_source=spec.label_source, iterations=attack_iterations(
             setup, "ig" if c.optimizer == "adam" else "idlg")) for k, c in PILOT_CANDIDATES.items()}
@@ -172,7 +177,6 @@ def run_pilot(setup: Setup, dataset, path: str | Path | None, images: Sequence[i
 
 
 def _image_columns(result, seeds) -> dict:
-    from .experiments import trial_row
     if result.seed not in seeds:
         return {}
     row = trial_row(result, 0, keep_history=False, keep_image=True)

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from dlg_utils.data import load_dataset
-from dlg_utils.frontier import DEFENSES, MODELS, Setup, quick_setup, run_pilot, run_privacy, run_utility
+from dlg_utils.frontier import MODELS, Setup, quick_setup, run_pilot, run_privacy, run_utility
 
 
 def main(argv: list[str] | None = None) -> None:
