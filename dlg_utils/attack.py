@@ -39,10 +39,11 @@ def _params(model: nn.Module) -> list[torch.Tensor]:
 
 
 def shared_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor, defense: Defense | str | None = None,
-                    generator: torch.Generator | None = None) -> SharedGradient:
+                    generator: torch.Generator | None = None, keep_source: bool = False) -> SharedGradient:
     """What a client shares after one gradient computation on (x, y) through ``defense``
     (its randomness drawn once from ``generator``): the defended gradient with what the defense
-    reveals about the true one (:class:`~dlg_utils.defenses.SharedGradient`)."""
+    reveals about the true one (:class:`~dlg_utils.defenses.SharedGradient`). ``keep_source``
+    keeps the true gradient too, for ``AttackConfig(redraw_defense=True)`` (seed 000's loop)."""
     if x.dim() != 4:
         raise ValueError(f"x must be a batch N x C x H x W, got shape {tuple(x.shape)}")
     y = torch.as_tensor(y, device=x.device).long().reshape(-1)
@@ -52,7 +53,10 @@ def shared_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor, defense:
     grads = [g.detach() for g in torch.autograd.grad(loss, _params(model))]
     if not all(torch.isfinite(g).all() for g in grads):
         raise ValueError("the model's gradient contains NaN or Inf")
-    return defense_from_spec(defense).share(grads, generator)
+    shared = defense_from_spec(defense).share(grads, generator)
+    if keep_source:
+        shared.source = grads
+    return shared
 
 
 def target_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor,

@@ -76,10 +76,11 @@ def get_command(name: str, root: str | Path | None = None) -> str:
     return f"{download}  (needs a network)"
 
 
-def _stage_fashion_mnist(root: Path) -> None:
-    """Unpack Debian's Fashion-MNIST gz files where torchvision's loader looks (no network)."""
+def _stage_fashion_mnist(root: Path, source: Path) -> None:
+    """Unpack Fashion-MNIST's gz files found in ``source`` (Debian's folder, or gz files
+    copied into ``root`` itself) where torchvision's loader looks (no network)."""
     raw = root / "FashionMNIST" / "raw"
-    for gz in sorted(FASHION_MNIST_DEBIAN.glob("*-ubyte.gz")):
+    for gz in sorted(source.glob("*-ubyte.gz")):
         target = raw / gz.name[:-3]
         if not target.exists():
             raw.mkdir(parents=True, exist_ok=True)
@@ -94,7 +95,8 @@ def load_dataset(name: str, train: bool = True, root: str | Path | None = None,
 
     ``download=None`` downloads only when ``DLG_DOWNLOAD=1``; a missing data set raises
     ``FileNotFoundError`` naming where it looked and the command that gets it.
-    ``samples`` has a single split and ignores ``train``.
+    ``samples`` has a single split and ignores ``train``. Fashion-MNIST's four ``*-ubyte.gz``
+    files (Debian's package, or copied into ``root``) are unpacked into ``root`` on first use.
     """
     key = str(name).strip().lower().replace("_", "-")
     key = {"fashionmnist": "fashion-mnist", "cifar-10": "cifar10", "cifar-100": "cifar100"}.get(key, key)
@@ -109,8 +111,10 @@ def load_dataset(name: str, train: bool = True, root: str | Path | None = None,
     root = Path(root).expanduser() if root is not None else default_root()
     if download is None:
         download = os.environ.get("DLG_DOWNLOAD", "0") == "1"
-    if name == "fashion-mnist" and FASHION_MNIST_DEBIAN.exists():
-        _stage_fashion_mnist(root)
+    if name == "fashion-mnist":
+        for source in (FASHION_MNIST_DEBIAN, root):
+            if source.is_dir():
+                _stage_fashion_mnist(root, source)
     try:
         return TORCHVISION[name](str(root), train=train, download=download,
                                  transform=transforms.ToTensor())

@@ -3,7 +3,8 @@
 Each works on one gradient tensor (one layer's weight or bias) at a time, as in seed 000
 section III and its code, and has a short ``name`` that :func:`defense_from_spec` parses back.
 Random defenses draw from the ``torch.Generator`` they are given, once per call: call them once
-per target gradient (the original code re-drew them at every L-BFGS closure call; we do not).
+per target gradient. (Seed 000's code re-drew them at every L-BFGS closure call; the engine
+does so only when asked: ``AttackConfig(redraw_defense=True)``.)
 
 Each defense also says what it reveals and what it costs: :meth:`Defense.share` returns the
 defended gradient with the box of true gradients consistent with it (``bounds``: what a
@@ -59,11 +60,14 @@ def _grid(g: torch.Tensor, levels: int) -> tuple[torch.Tensor, torch.Tensor, tor
 class SharedGradient:
     """What leaves the client: the defended gradient (one tensor per parameter), the defense
     that made it (an attacker who knows it, Kerckhoffs) and, where the defense allows, the box
-    (low, high) per tensor of true gradients consistent with it."""
+    (low, high) per tensor of true gradients consistent with it. ``source``, the gradient
+    before the defense, is not shared: it is kept only to replay seed 000's simulation, which
+    re-applies the defense to it at every closure call (``AttackConfig.redraw_defense``)."""
 
     grads: list[torch.Tensor]
     defense: "Defense"
     bounds: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+    source: list[torch.Tensor] | None = None
 
 
 def _widen(low: torch.Tensor, high: torch.Tensor, slack: torch.Tensor | float) -> tuple[torch.Tensor, torch.Tensor]:

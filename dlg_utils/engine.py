@@ -51,6 +51,12 @@ class AttackConfig:
     ``record_every`` iterations (and the last), snapshots every ``snapshot_every`` and at
     ``snapshot_at``; ``converged`` once the distance is below ``grad_threshold``
     (``stop_when_converged`` ends the trial there).
+
+    ``redraw_defense`` replays seed 000's code, which applies the defense inside the L-BFGS
+    closure: every evaluation matches a fresh draw of the trial's defense applied to the true
+    gradient (the target's ``source``, from the trial's generator), not the one gradient a
+    client shared. Stochastic rounding then moves the target at every call; deterministic
+    defenses give the same target each time. Off by default: a real attacker sees one draw.
     """
 
     name: str = "dlg"
@@ -78,6 +84,7 @@ class AttackConfig:
     snapshot_at: tuple[int, ...] = ()
     grad_threshold: float = GRAD_THRESHOLD
     stop_when_converged: bool = False
+    redraw_defense: bool = False
 
     def __post_init__(self):
         checks = [(self.distance in DISTANCES, f"distance must be one of {sorted(DISTANCES)}"),
@@ -248,6 +255,9 @@ class Chunk:
         self.N, self.K = self.shape[0], num_classes
         self.nx = int(torch.Size(self.shape).numel())
         self.targets = self._stack_targets(named)
+        if config.redraw_defense and any(t.target.source is None for t in trials):
+            raise ValueError("redraw_defense needs the true gradient: share the targets with "
+                             "shared_gradient(..., keep_source=True)")
         self._init_dummies()
         self.truth = [None if t.truth is None else t.truth.detach().reshape(self.shape).to(self.device, self.dtype)
                       for t in trials]
@@ -328,7 +338,7 @@ class Chunk:
                 params = {k: v[idx] for k, v in self.params.items()} if self.per_trial else self.params
                 g = self._many(params, x, probs)
                 dummy = [g[name] for name in self.names]
-            target = self.targets.select(idx)
+            target = self._redrawn(idx.tolist()) if config.redraw_defense else self.targets.select(idx)
             if config.straight_through:
                 dummy = self._straight_through(dummy, idx.tolist())
             if config.masked:
@@ -337,6 +347,13 @@ class Chunk:
             objective = distance + config.tv * total_variation(x) if config.tv else distance
             gradient, = torch.autograd.grad(objective.sum(), flat)
         return distance.detach(), objective.detach(), gradient
+
+    def _redrawn(self, trials: list[int]) -> Targets:
+        """Each trial's defense applied anew to its true gradient (seed 000's closure)."""
+        rows = [self.trials[t].target.defense([g.to(self.device, self.dtype) for g in self.trials[t].target.source],
+                                              self.generators[t]) for t in trials]
+        grads = [torch.stack(parts) for parts in zip(*rows)]
+        return Targets(grads, grads, grads)
 
     def _straight_through(self, dummy: list[torch.Tensor], trials: list[int]) -> list[torch.Tensor]:
         rows = []

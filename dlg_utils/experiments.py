@@ -71,14 +71,25 @@ class RowStore:
 
 
 def sweep(trials: Iterable[dict], run: Callable[[dict], dict], path: str | Path | None = None,
-          progress: bool | None = None, desc: str = "trials") -> pd.DataFrame:
+          progress: bool | None = None, desc: str = "trials", executor: str = "local",
+          resources: dict | None = None) -> pd.DataFrame:
     """Run ``run(trial)`` for every trial not yet stored at ``path``; return one row per trial
-    (the trial's parameters and what ``run`` returned), in the order of ``trials``."""
+    (the trial's parameters and what ``run`` returned), in the order of ``trials``.
+    ``executor="ray"``: each trial is one Ray task (``resources`` per task, e.g.
+    ``{"num_gpus": 1}``), its row stored here as it finishes."""
+    from .executors import check_executor, ray_map
+    check_executor(executor)
     trials = list(trials)
     store = RowStore(path)
     show = progress_enabled() if progress is None else progress
-    for key, trial in tqdm(store.pending(trials), desc=desc, disable=not show):
-        store.add(key, {**trial, **run(trial)})
+    pending = store.pending(trials)
+    if executor == "local":
+        finished = ((i, run(trial)) for i, (_, trial) in enumerate(pending))
+    else:
+        finished = ray_map(run, [trial for _, trial in pending], resources)
+    for i, result in tqdm(finished, total=len(pending), desc=desc, disable=not show):
+        key, trial = pending[i]
+        store.add(key, {**trial, **result})
     return store.frame(trials)
 
 
@@ -130,15 +141,52 @@ class Prepared:
     true_label: int
 
 
-def dataset_target(model: nn.Module, dataset: Dataset, trial: dict) -> Prepared:
+def dataset_target(model: nn.Module, dataset: Dataset, trial: dict, keep_source: bool = False) -> Prepared:
     """The shared gradient of image ``trial["image"]`` of ``dataset`` through the trial's
-    ``defense`` (its randomness drawn from the trial's ``seed``, which also draws the dummy)."""
+    ``defense`` (its randomness drawn from the trial's ``seed``, which also draws the dummy);
+    ``keep_source`` keeps the true gradient (for ``redraw_defense``)."""
     x, y = dataset[trial["image"]]
     device = next(model.parameters()).device
     x, y = x[None].to(device), int(y)
     shared = shared_gradient(model, x, torch.tensor([y], device=device), trial.get("defense", "none"),
-                             torch.Generator(device).manual_seed(trial["seed"]))
+                             torch.Generator(device).manual_seed(trial["seed"]), keep_source)
     return Prepared(shared, x, y)
+
+
+@dataclass
+class _Part:
+    """A batch of pending trials for one engine call, and how to turn results into rows."""
+
+    model: object  # a model, or a list of per-trial models
+    part: list[tuple[str, dict]]
+    prepare: Callable
+    row_settings: dict
+    attack_settings: dict
+
+    def run(self, emit: Callable[[str, dict, dict, AttackResult], None]) -> None:
+        """Attack every trial; ``emit(key, trial, row, result)`` as each one finishes."""
+        per_trial = isinstance(self.model, list)
+        models = self.model if per_trial else [self.model] * len(self.part)
+        ready = [self.prepare(m, trial) for m, (_, trial) in zip(models, self.part)]
+        keep_history, keep_image, extra, configs = (self.row_settings[k] for k in
+                                                    ("keep_history", "keep_image", "extra", "configs"))
+
+        def save(i: int, result: AttackResult) -> None:
+            key, trial = self.part[i]
+            row = trial_row(result, ready[i].true_label, keep_history, keep_image)
+            emit(key, trial, {**trial, **row, **(extra(result) if extra else {})}, result)
+
+        dlg_batch(self.model, [p.target for p in ready], image_shape=ready[0].truth.shape,
+                  num_classes=ready[0].target.grads[-1].shape[0], seeds=[t["seed"] for _, t in self.part],
+                  ground_truths=[p.truth for p in ready],
+                  attack=[(configs or {}).get(trial_attack(t), trial_attack(t)) for _, t in self.part],
+                  on_result=save, **self.attack_settings)
+
+    def rows(self) -> list[tuple[str, dict, dict, AttackResult]]:
+        """Every trial's (key, trial, row, result): what a Ray task sends back."""
+        out = []
+        self.run(lambda *finished: out.append(finished))
+        return out
 
 
 def run_attacks(trials: Iterable[dict], models: nn.Module | dict[str, nn.Module],
@@ -146,7 +194,8 @@ def run_attacks(trials: Iterable[dict], models: nn.Module | dict[str, nn.Module]
                 keep_history: bool = True, keep_image: bool = False, extra: Callable[[AttackResult], dict] | None = None,
                 chunk_size: int = 64, slice_size: int = 512, progress: bool | None = None,
                 on_result: Callable[[dict, AttackResult], None] | None = None,
-                configs: dict[str, AttackConfig] | None = None, **settings) -> pd.DataFrame:
+                configs: dict[str, AttackConfig] | None = None, per_trial_models: bool = False,
+                executor: str = "local", resources: dict | None = None, **settings) -> pd.DataFrame:
     """The one pipeline of every attack study: trial -> shared gradient (``prepare(model,
     trial)``) -> engine -> row, each row stored at ``path`` the moment its trial finishes;
     trials already stored there are not run again. A trial names its ``attack`` (``"dlg"``,
@@ -154,29 +203,43 @@ def run_attacks(trials: Iterable[dict], models: nn.Module | dict[str, nn.Module]
     when that is a dict) and carries its ``seed``. ``settings`` override every attack's
     (``iterations``...); ``extra(result)`` adds columns to a row; ``on_result(trial, result)``
     sees each result. ``configs`` names attacks of your own (name -> :class:`AttackConfig`) that
-    trials may name too. Targets are prepared ``slice_size`` trials at a time, to bound memory."""
+    trials may name too. Targets are prepared ``slice_size`` trials at a time, to bound memory.
+    ``per_trial_models``: the models of ``models`` share one architecture, and trials of
+    different models run in one batch (per-trial weights) instead of one batch per model.
+
+    ``executor="ray"`` runs every ``chunk_size`` trials as one Ray task (``resources`` per
+    task, default one CPU; see :func:`~dlg_utils.executors.ray_map`) and stores each task's rows
+    in this process as it finishes: an interrupted sweep loses only the tasks in flight."""
+    from .executors import check_executor, ray_map
+    check_executor(executor)
     trials = list(trials)
     store = RowStore(path)
     by_model: dict = {}
     for key, trial in store.pending(trials):
-        by_model.setdefault(trial.get("model"), []).append((key, trial))
-    for name, group in by_model.items():
-        model = models[name] if isinstance(models, dict) else models
-        for lo in range(0, len(group), slice_size):
-            part = group[lo:lo + slice_size]
-            ready = [prepare(model, trial) for _, trial in part]
+        by_model.setdefault(None if per_trial_models else trial.get("model"), []).append((key, trial))
+    pick = lambda name: models[name] if isinstance(models, dict) else models
+    size = chunk_size if executor == "ray" else slice_size
+    row_settings = dict(keep_history=keep_history, keep_image=keep_image, extra=extra, configs=configs)
+    attack_settings = dict(chunk_size=chunk_size, progress=progress if executor == "local" else False, **settings)
+    parts = [_Part([pick(t.get("model")) for _, t in group[lo:lo + size]] if per_trial_models else pick(name),
+                   group[lo:lo + size], prepare, row_settings, attack_settings)
+             for name, group in by_model.items() for lo in range(0, len(group), size)]
 
-            def save(i: int, result: AttackResult, part=part, ready=ready) -> None:
-                key, trial = part[i]
-                row = trial_row(result, ready[i].true_label, keep_history, keep_image)
-                store.add(key, {**trial, **row, **(extra(result) if extra else {})})
-                if on_result is not None:
-                    on_result(trial, result)
+    def emit(key: str, trial: dict, row: dict, result: AttackResult) -> None:
+        store.add(key, row)
+        if on_result is not None:
+            on_result(trial, result)
 
-            dlg_batch(model, [p.target for p in ready], image_shape=ready[0].truth.shape,
-                      num_classes=ready[0].target.grads[-1].shape[0], seeds=[t["seed"] for _, t in part],
-                      ground_truths=[p.truth for p in ready], attack=[(configs or {}).get(trial_attack(t), trial_attack(t)) for _, t in part],
-                      chunk_size=chunk_size, progress=progress, on_result=save, **settings)
+    if executor == "local":
+        for part in parts:
+            part.run(emit)
+    else:
+        show = progress_enabled() if progress is None else progress
+        with tqdm(total=len(parts), desc="Ray tasks", disable=not show) as bar:
+            for _, finished in ray_map(_Part.rows, parts, resources):
+                for item in finished:
+                    emit(*item)
+                bar.update(1)
     return store.frame(trials)
 
 
@@ -191,11 +254,13 @@ def attack_sweep(trials: Iterable[dict], models: nn.Module | dict[str, nn.Module
     ``defense`` (its randomness drawn from ``seed``, which also draws the dummy). ``attack``:
     ``"dlg"`` (default), ``"idlg"``, ``"ig"`` or ``"adaptive"`` (older trials: ``"label_mode":
     "idlg"``). ``models`` is one model or a dict name -> model selected by the trial's
-    ``model`` key. ``iterations`` and ``settings`` override the attacks' own.
+    ``model`` key. ``iterations`` and ``settings`` override the attacks' own
+    (``redraw_defense=True`` replays seed 000's closure, which redraws the defense per call).
     """
     if iterations is not None:
         settings["iterations"] = iterations
-    return run_attacks(trials, models, lambda model, trial: dataset_target(model, dataset, trial), path,
+    keep = bool(settings.get("redraw_defense", False))
+    return run_attacks(trials, models, lambda model, trial: dataset_target(model, dataset, trial, keep), path,
                        keep_history=keep_history, chunk_size=chunk_size, progress=progress, **settings)
 
 

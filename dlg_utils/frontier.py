@@ -129,9 +129,10 @@ def attacked_model(setup: Setup, name: str, dataset) -> nn.Module:
 
 
 def run_privacy(setup: Setup, dataset, path: str | Path | None, progress: bool | None = None,
-                chunk_size: int = 48) -> pd.DataFrame:
+                chunk_size: int = 48, executor: str = "local", resources: dict | None = None) -> pd.DataFrame:
     """Attack every privacy trial, each attack at its iterations, storing each row (and, for
-    :attr:`Setup.image_seeds`, the 8-bit reconstruction) as it finishes."""
+    :attr:`Setup.image_seeds`, the 8-bit reconstruction) as it finishes. ``executor="ray"``
+    runs each chunk of trials as a Ray task (:func:`~dlg_utils.experiments.run_attacks`)."""
     frames = []
     for name in setup.models:
         spec = MODELS[name]
@@ -142,7 +143,8 @@ def run_privacy(setup: Setup, dataset, path: str | Path | None, progress: bool |
             frames.append(run_attacks(
                 mine, model, lambda m, t: dataset_target(m, dataset, t), path, keep_history=False,
                 extra=lambda r: _image_columns(r, setup.image_seeds), progress=progress, chunk_size=chunk_size,
-                label_source=spec.label_source, iterations=attack_iterations(setup, attack)))
+                label_source=spec.label_source, iterations=attack_iterations(setup, attack),
+                executor=executor, resources=resources))
     return pd.concat(frames, ignore_index=True)
 
 
@@ -190,25 +192,32 @@ def utility_trials(setup: Setup, dataset_name: str) -> list[dict]:
 
 
 def run_utility(setup: Setup, train_data, test_data, dataset_name: str, path: str | Path | None,
-                device: str | torch.device = "cpu", progress: bool | None = None) -> pd.DataFrame:
+                device: str | torch.device = "cpu", progress: bool | None = None, executor: str = "local",
+                resources: dict | None = None) -> pd.DataFrame:
     """Train every (model, defense, seed) (:func:`~dlg_utils.training.train`, SGD with the
-    model's lr, momentum 0.9, weight decay 5e-4, batch 128) and store its per-epoch curve."""
+    model's lr, momentum 0.9, weight decay 5e-4, batch 128) and store its per-epoch curve.
+    ``executor="ray"``: each training run is one Ray task (``resources``, e.g. one GPU)."""
     from .data import to_tensors
-    train_t, test_t = to_tensors(train_data), to_tensors(test_data)
-    if setup.train_subset:
-        train_t = tuple(t[: setup.train_subset] for t in train_t)
-    if setup.test_subset:
-        test_t = tuple(t[: setup.test_subset] for t in test_t)
-    x0 = train_t[0][0]
+    cache: dict = {}  # the tensors, made once per process: a Ray task gets the (compact) data sets, not floats
+
+    def tensors() -> tuple:
+        if not cache:
+            train_t, test_t = to_tensors(train_data), to_tensors(test_data)
+            cache["train"] = tuple(t[: setup.train_subset] for t in train_t) if setup.train_subset else train_t
+            cache["test"] = tuple(t[: setup.test_subset] for t in test_t) if setup.test_subset else test_t
+        return cache["train"], cache["test"]
 
     def run(trial: dict) -> dict:
+        train_t, test_t = tensors()
+        x0 = train_t[0][0]
         model = MODELS[trial["model"]].build(trial["seed"], x0.shape[0], int(train_t[1].max()) + 1, x0.shape[-1])
         start = time.perf_counter()
         curve = train(model.to(device), train_t, test_t, trial["epochs"], trial["defense"], lr=trial["lr"],
                       seed=trial["seed"], progress=False)
         return {"curve": curve.to_dict("records"), "seconds": time.perf_counter() - start}
 
-    return sweep(utility_trials(setup, dataset_name), run, path, progress=progress, desc="training runs")
+    return sweep(utility_trials(setup, dataset_name), run, path, progress=progress, desc="training runs",
+                 executor=executor, resources=resources)
 
 
 # --- summaries ----------------------------------------------------------------------------------

@@ -11,6 +11,9 @@ Seed 002 also compares DLG with iDLG, whose label is read off the gradient:
 """
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -119,3 +122,78 @@ def label_survival(models: dict[str, nn.Module], data: Dataset, images: Iterable
                     g = defense(clean, torch.Generator(device).manual_seed(draw))
                     rows.append({"model": name, "image": i, "defense": spec, "draw": draw, "right": idlg_label(g) == y})
     return pd.DataFrame(rows)
+
+
+@dataclass(frozen=True)
+class SuccessStudy:
+    """Seed 002's success-rate study: DLG and iDLG on DLG's LeNet (uniform init) and
+    torchvision ResNets (ReLU, default init, eval mode), a random set of the data set's images,
+    many dummy seeds each. The defaults are seed 002's scale (1200 iterations, 20 images x 50
+    seeds for LeNet, 20 x 20 for ResNet-18/34/50)."""
+
+    dataset: str = "samples"
+    images: int = 20
+    lenet_seeds: int = 50
+    iterations: int = 1200
+    resnet_depths: tuple[int, ...] = (18, 34, 50)
+    resnet_seeds: int = 20
+    resnet_iterations: int = 1200
+    resnet_max_iter: int = 20  # evaluations per L-BFGS step
+    classes: int = 100  # the heads of seed 002's CIFAR-100 models
+
+    def image_indices(self, n: int) -> list[int]:
+        """``images`` indices drawn from ``n`` with seed 0 (sorted)."""
+        return sorted(torch.randperm(n, generator=torch.Generator().manual_seed(0))[: self.images].tolist())
+
+    def models(self, device: str | torch.device = "cpu") -> dict[str, nn.Module]:
+        """LeNet and the ResNets, each drawn after ``torch.manual_seed(0)``."""
+        from .models import LeNet, init_uniform_, resnet
+        torch.manual_seed(0)
+        models = {"lenet": init_uniform_(LeNet(3, self.classes, 32)).to(device)}
+        for depth in self.resnet_depths:
+            torch.manual_seed(0)
+            models[f"resnet{depth}"] = resnet(depth, self.classes).eval().to(device)
+        return models
+
+    def trials(self, n: int) -> tuple[list[dict], list[dict]]:
+        """(LeNet trials, ResNet trials), DLG and iDLG for every image and seed."""
+        images, modes = self.image_indices(n), ("dlg", "idlg")
+        lenet = [{"model": "lenet", "label_mode": m, "image": i, "seed": s}
+                 for m in modes for i in images for s in range(self.lenet_seeds)]
+        resnets = [{"model": f"resnet{d}", "label_mode": m, "image": i, "seed": s}
+                   for d in self.resnet_depths for m in modes for i in images for s in range(self.resnet_seeds)]
+        return lenet, resnets
+
+    def paths(self, folder: str | Path) -> tuple[Path, Path]:
+        """Where the LeNet and the ResNet rows are stored."""
+        folder = Path(folder)
+        return (folder / f"success_lenet_{self.dataset}_{self.iterations}.jsonl",
+                folder / f"success_resnet_{self.dataset}_{self.resnet_iterations}.jsonl")
+
+    def complete(self, folder: str | Path, n: int) -> bool:
+        """Whether every trial of the study is stored under ``folder``."""
+        from .experiments import load_rows, trial_key
+        lenet, resnets = self.trials(n)
+        return all({trial_key(t) for t in trials} <= {r["trial"] for r in load_rows(path)}
+                   for path, trials in zip(self.paths(folder), (lenet, resnets)))
+
+    def run(self, data: Dataset, folder: str | Path, models: dict[str, nn.Module], only: Sequence[dict] | None = None,
+            lenet_chunk: int = 64, resnet_chunk: int = 20, progress: bool | None = None) -> pd.DataFrame:
+        """Attack every trial (or those of ``only``) and store each row under ``folder``;
+        stored trials are not run again. Rows with a ``success`` column."""
+        from .experiments import attack_sweep
+        lenet, resnets = self.trials(len(data))
+        if only is not None:
+            keep = {json.dumps(t, sort_keys=True) for t in only}
+            lenet, resnets = ([t for t in part if json.dumps(t, sort_keys=True) in keep] for part in (lenet, resnets))
+        lenet_path, resnet_path = self.paths(folder)
+        parts = [attack_sweep(lenet, models, data, lenet_path, iterations=self.iterations, keep_history=False,
+                              chunk_size=lenet_chunk, progress=progress)] if lenet else []
+        if resnets:
+            parts.append(attack_sweep(resnets, models, data, resnet_path, iterations=self.resnet_iterations,
+                                      keep_history=False, chunk_size=resnet_chunk, max_iter=self.resnet_max_iter,
+                                      progress=progress))
+        rows = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+        if len(rows):
+            rows["success"] = succeeded(rows)
+        return rows

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import datetime
+import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import pandas as pd
 import torch
@@ -24,11 +26,20 @@ def _normalize(x: torch.Tensor, normalize: tuple[float, float] | None) -> torch.
     return x if normalize is None else (x - normalize[0]) / normalize[1]
 
 
+BATCHNORM_MODES = ("running", "batch")
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, data: Dataset | DataLoader | Tensors, batch_size: int = 1024,
-             normalize: tuple[float, float] | None = None) -> tuple[float, float]:
+             normalize: tuple[float, float] | None = None, batchnorm: str = "running") -> tuple[float, float]:
     """(mean cross-entropy, accuracy) of ``model`` on ``data`` (a data set, a DataLoader or
-    (images, labels) tensors), in eval mode; ``normalize`` = (mean, std) applied to the images."""
+    (images, labels) tensors); ``normalize`` = (mean, std) applied to the images. ``batchnorm``:
+    ``"running"`` evaluates in eval mode (BatchNorm with its running statistics, as a deployed
+    model); ``"batch"`` normalises with each evaluation batch's own statistics (train mode)
+    and leaves the running statistics as they were: the two differ when the running
+    statistics lag behind the weights."""
+    if batchnorm not in BATCHNORM_MODES:
+        raise ValueError(f"batchnorm must be one of {BATCHNORM_MODES}, got {batchnorm!r}")
     device = next(model.parameters()).device
     if isinstance(data, DataLoader):
         batches = ((x.to(device), y.to(device)) for x, y in data)
@@ -37,13 +48,17 @@ def evaluate(model: nn.Module, data: Dataset | DataLoader | Tensors, batch_size:
         images, labels = images.to(device), labels.to(device)
         batches = ((images[i:i + batch_size], labels[i:i + batch_size]) for i in range(0, len(labels), batch_size))
     was_training = model.training
-    model.eval()
+    saved = {k: v.clone() for k, v in model.named_buffers()} if batchnorm == "batch" else {}
+    model.train(batchnorm == "batch")
     loss, correct, count = 0.0, 0, 0
     for x, y in batches:
         out = model(_normalize(x, normalize))
         loss += float(F.cross_entropy(out, y, reduction="sum"))
         correct += int((out.argmax(1) == y).sum())
         count += len(y)
+    for k, v in model.named_buffers():
+        if k in saved:
+            v.copy_(saved[k])
     model.train(was_training)
     if count == 0:
         raise ValueError("evaluation data set is empty")
@@ -84,7 +99,8 @@ def train(model: nn.Module, train_data: Dataset | Tensors, test_data: Dataset | 
           weight_decay: float = 5e-4, batch_size: int = 128, seed: int = 0,
           max_batches: int | None = None, checkpoint_dir: str | Path | None = None,
           run_name: str = "model", dataset_name: str = "", checkpoint_steps: Sequence[int] = (),
-          normalize: tuple[float, float] | None = None, progress: bool | None = None) -> pd.DataFrame:
+          normalize: tuple[float, float] | None = None, progress: bool | None = None,
+          on_step: Callable[[int, float, nn.Module], None] | None = None) -> pd.DataFrame:
     """Train with SGD and cross-entropy (seed 000: lr 0.1, momentum 0.9, weight decay 5e-4,
     batch 128), replacing every parameter gradient by ``defense(gradients)`` before each
     ``optimizer.step()``. Returns one row per epoch: epoch, train_loss, test_loss,
@@ -92,7 +108,13 @@ def train(model: nn.Module, train_data: Dataset | Tensors, test_data: Dataset | 
     epoch 0, epochs // 2 and the last epoch, and ``{run_name}_step{n}.pt`` after optimizer step
     ``n`` for each ``n`` in ``checkpoint_steps`` (seed 000 appendix C attacks a model after 5
     steps). ``max_batches`` caps batches per epoch. ``normalize`` = (mean, std) is applied to
-    every image (seed 000's code: (0.5, 0.5)).
+    every image (seed 000's code: (0.5, 0.5)). ``on_step(step, loss, model)`` is called after
+    every optimizer step with that batch's loss (to trace a run step by step).
+
+    The last batch of an epoch holds what is left (len % batch_size images), as a DataLoader
+    without ``drop_last`` gives it (the original's code). A subset whose size leaves a handful
+    of images makes that batch's BatchNorm statistics noisy enough to throw the weights off
+    at every epoch's end (notebook 4 measures it): use a multiple of ``batch_size``.
 
     The data sets are read into tensors on the model's device once (:func:`~dlg_utils.data.to_tensors`)
     and each epoch visits them in the order ``torch.randperm`` draws from a generator seeded
@@ -151,6 +173,8 @@ def train(model: nn.Module, train_data: Dataset | Tensors, test_data: Dataset | 
             step += 1
             if step in checkpoint_steps:
                 checkpoint(f"step{step}", epoch, step)
+            if on_step is not None:
+                on_step(step, float(loss.detach()), model)
             total += float(loss.detach()) * len(y)
             count += len(y)
         test_loss, test_accuracy = evaluate(model, test, normalize=normalize)
@@ -158,4 +182,100 @@ def train(model: nn.Module, train_data: Dataset | Tensors, test_data: Dataset | 
                      "test_accuracy": test_accuracy})
         if checkpoint_dir is not None and epoch in stage_at:
             checkpoint(stage_at[epoch], epoch, step, (test_loss, test_accuracy))
+    return pd.DataFrame(rows)
+
+
+def trace(model: nn.Module, train_data: Dataset | Tensors, test_data: Tensors, epochs: int, every: int = 5,
+          **train_kwargs) -> pd.DataFrame:
+    """Train as :func:`train` does and record each step's loss and, every ``every`` steps and
+    at each epoch's end, the test accuracy with running and with batch BatchNorm statistics
+    and the weight norm: where a run goes unstable, and whether BatchNorm is why."""
+    images = train_data[1] if isinstance(train_data, tuple) else to_tensors(train_data)[1]
+    per_epoch = -(-len(images) // train_kwargs.get("batch_size", 128))
+    normalize = train_kwargs.get("normalize")
+    rows = []
+
+    def record(step: int, loss: float, m: nn.Module) -> None:
+        row = {"step": step, "epoch_end": step % per_epoch == 0, "loss": loss,
+               "last_batch": len(images) - (per_epoch - 1) * train_kwargs.get("batch_size", 128)
+               if step % per_epoch == 0 else None}
+        if step % every == 0 or row["epoch_end"]:
+            for mode in BATCHNORM_MODES:
+                row[f"accuracy_{mode}_bn"] = evaluate(m, test_data, normalize=normalize, batchnorm=mode)[1]
+            row["weight_norm"] = float(torch.sqrt(sum((p.detach() ** 2).sum() for p in m.parameters())))
+        rows.append(row)
+
+    train(model, train_data, test_data, epochs, on_step=record, **train_kwargs)
+    return pd.DataFrame(rows)
+
+
+FIG4_DEFENSES = ("none", "uniform:16", "stochastic:16", "sparsity:0.2", "sparsity:0.4", "uniform:240")
+
+
+@dataclass(frozen=True)
+class TrainingSetting:
+    """A setting of seed 000's training study (Fig. 4, Table I's accuracy): ResNet-18 trained
+    with SGD (momentum 0.9, weight decay 5e-4) under each defense. The defaults are the
+    original's: all training and test images, inputs normalised with (0.5, 0.5), 20 epochs,
+    lr 0.1 with no schedule, batch 128."""
+
+    dataset: str = "fashion-mnist"
+    train_size: int | None = None  # None: every training image
+    test_size: int | None = None
+    epochs: int = 20
+    normalize: tuple[float, float] | None = (0.5, 0.5)
+    lr: float = 0.1
+    batch_size: int = 128
+
+    def describe(self, n_train: int, n_test: int) -> str:
+        norm = "inputs normalised (0.5, 0.5)" if self.normalize else "inputs in [0, 1]"
+        return (f"ResNet-18, {self.dataset}, {n_train:,} training / {n_test:,} test images, {self.epochs} epochs, "
+                f"batch {self.batch_size}, SGD lr {self.lr} (no schedule), {norm}")
+
+
+def load_tensors(setting: TrainingSetting, device: str | torch.device = "cpu",
+                 root: str | Path | None = None) -> tuple[Tensors, Tensors]:
+    """The setting's training and test images as tensors on ``device`` (the first
+    ``train_size`` / ``test_size`` of each split), read once: no DataLoader in the loop."""
+    from .data import load_dataset
+    train_t = to_tensors(load_dataset(setting.dataset, root=root))
+    test_t = to_tensors(load_dataset(setting.dataset, train=False, root=root))
+    train_t = tuple(t[: setting.train_size].to(device) for t in train_t)
+    test_t = tuple(t[: setting.test_size].to(device) for t in test_t)
+    return train_t, test_t
+
+
+def defense_training(setting: TrainingSetting, defenses: Sequence[str], seeds: Sequence[int],
+                     path: str | Path | None, device: str | torch.device = "cpu", root: str | Path | None = None,
+                     data: tuple[Tensors, Tensors] | None = None, progress: bool | None = None) -> pd.DataFrame:
+    """Train ResNet-18 under every (defense, seed) of ``setting`` (weights and data order drawn
+    from the seed) and store each run's per-epoch curve at ``path`` as it finishes; runs
+    stored there already are not trained again. Rows: defense, seed, setting (its
+    description), curve, seconds, device."""
+    from .experiments import sweep
+    from .models import resnet18
+    train_t, test_t = data if data is not None else load_tensors(setting, device, root)
+    label = setting.describe(len(train_t[1]), len(test_t[1]))
+    classes, channels = int(train_t[1].max()) + 1, train_t[0].shape[1]
+
+    def run(trial: dict) -> dict:
+        torch.manual_seed(trial["seed"])
+        model = resnet18(num_classes=classes, in_channels=channels).to(device)
+        start = time.perf_counter()
+        curve = train(model, train_t, test_t, setting.epochs, trial["defense"], lr=setting.lr,
+                      batch_size=setting.batch_size, seed=trial["seed"], normalize=setting.normalize, progress=False)
+        return {"curve": curve.to_dict("records"), "seconds": time.perf_counter() - start, "device": str(device)}
+
+    trials = [{"defense": d, "seed": s, "setting": label} for s in seeds for d in defenses]  # a seed at a time
+    return sweep(trials, run, path, progress=progress, desc="training runs")
+
+
+def complete_runs(path: str | Path, setting: str, defenses: Sequence[str] = FIG4_DEFENSES,
+                  seeds: Sequence[int] = (0, 1, 2)) -> pd.DataFrame | None:
+    """The runs of :func:`defense_training` stored at ``path`` for ``setting`` (its
+    description) when every (defense, seed) is there, else None."""
+    from .experiments import load_rows
+    rows = [r for r in load_rows(path) if r.get("setting") == setting and r["defense"] in defenses and r["seed"] in seeds]
+    if {(r["defense"], r["seed"]) for r in rows} < {(d, s) for d in defenses for s in seeds}:
+        return None
     return pd.DataFrame(rows)

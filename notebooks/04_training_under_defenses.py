@@ -16,107 +16,175 @@
 # %% [markdown]
 # # 4. Training under gradient defenses (seed 000 Fig. 4)
 #
-# ResNet-18 (torchvision) trained with SGD (lr 0.1, momentum 0.9, weight decay 5e-4, batch 128,
-# cross-entropy), every parameter gradient replaced by its defended version before each step:
-# no defense, uniform 16 levels, stochastic 16 levels, sparsity 0.2 and 0.4 (Fig. 4), and uniform
-# 240 levels (the remaining method of Table I, whose accuracy column notebook 6 reads from here). Checkpoints of the
-# start, middle and converged stage go to `checkpoints/` (ResNet checkpoints, 45 MB each, stay
-# out of git; this notebook recreates them).
+# ResNet-18 (torchvision) trained with SGD (lr 0.1, no schedule, momentum 0.9, weight decay
+# 5e-4, batch 128, cross-entropy), every parameter gradient replaced by its defended version
+# after backward: no defense, uniform 16 levels, stochastic 16 levels, sparsity 0.2 and 0.4
+# (Fig. 4), and uniform 240 levels (the remaining method of Table I, whose accuracy column
+# notebook 6 reads from here). The original's setting: inputs normalised with
+# `Normalize((0.5,), (0.5,))`, the whole training and test sets, 20 epochs (its code; the text
+# says 22), on CIFAR-10 and a GPU.
 #
-# Seed 000 trains 22 epochs on CIFAR-10 on a GPU. This machine has 2 CPU cores and no CIFAR-10,
-# so the default here is **Fashion-MNIST** (`DLG_DATASET=cifar10` switches when CIFAR-10 is
-# present) and, on CPU, a **reduced setting**: a fixed 10,000-image training subset per epoch,
-# 6 epochs, 2,000 test images. The figure title says which setting produced it.
+# Here: **Fashion-MNIST** (CIFAR-10 is not on this machine), 3 seeds per method (weights and
+# data order). The figure comes from `scripts/full_scale.py`'s run (all 60,000 images, on a GPU)
+# when `results/full_scale/fig4.jsonl` holds it; otherwise from a CPU setting that keeps
+# everything of the original but the training set's size (the first 10,240 images, 80 full
+# batches). Section 1 shows why the earlier reduced run (10,000 images, inputs in [0, 1]) was
+# unstable and what fixes it.
 
 # %%
-import os
-import torch, pandas as pd, matplotlib.pyplot as plt
+import torch, pandas as pd, matplotlib.pyplot as plt, seaborn as sns
 from dlg_utils.notebook import start
 QUICK = start()  # DLG_QUICK=1 (or CI) shrinks the run; committed outputs are full runs
 
 # %%
-from torch.utils.data import Subset
-from dlg_utils import load_dataset
-from dlg_utils.models import resnet18
-from dlg_utils.training import train
-from dlg_utils.plotting import save_figure
-from dlg_utils.config import CHECKPOINTS_DIR, RESULTS_DIR, output_path
+from dataclasses import replace
+from IPython.display import Markdown
+from dlg_utils.config import RESULTS_DIR, output_path
 from dlg_utils.experiments import sweep, expand_histories
+from dlg_utils.models import resnet18
+from dlg_utils.plotting import save_figure
+from dlg_utils.training import FIG4_DEFENSES, TrainingSetting, complete_runs, defense_training, load_tensors, trace
 
-DATASET = os.environ.get("DLG_DATASET", "fashion-mnist")
-DEFENSES = ["none", "uniform:16", "stochastic:16", "sparsity:0.2", "sparsity:0.4", "uniform:240"]
-FULL_SCALE = torch.cuda.is_available()  # the paper's setting needs a GPU
-EPOCHS = 2 if QUICK else (22 if FULL_SCALE else 6)
-TRAIN_SUBSET = 256 if QUICK else (None if FULL_SCALE else 10_000)
-TEST_SUBSET = 256 if QUICK else (None if FULL_SCALE else 2_000)
+SEEDS = [0, 1] if QUICK else [0, 1, 2]
+FULL = TrainingSetting()  # the original's setting, scripts/full_scale.py runs it on a GPU
+CPU = replace(FULL, train_size=512 if QUICK else 10_240, test_size=512 if QUICK else None, epochs=2 if QUICK else 20)
 device = "cuda" if torch.cuda.is_available() else "cpu"
-train_full, test_full = load_dataset(DATASET), load_dataset(DATASET, train=False)
-train_set = train_full if TRAIN_SUBSET is None else Subset(train_full, range(TRAIN_SUBSET))
-test_set = test_full if TEST_SUBSET is None else Subset(test_full, range(TEST_SUBSET))
-channels, classes = train_full[0][0].shape[0], len(train_full.classes)
-setting = (f"ResNet-18, {DATASET}, {len(train_set)} training / {len(test_set)} test images, {EPOCHS} epochs, "
-           f"batch 128, SGD lr 0.1")
-print(setting, "on", device)
+(train_t, test_t) = load_tensors(replace(FULL, normalize=None), device)
+print(f"training set {len(train_t[1]):,}, test set {len(test_t[1]):,} images, on {device}")
 
-
-# %%
-def run(trial: dict) -> dict:
-    torch.manual_seed(0)  # the same initial weights for every defense
-    model = resnet18(num_classes=classes, in_channels=channels).to(device)
-    name = f"resnet18_{DATASET}_{trial['defense'].replace(':', '')}" + ("_quick" if QUICK else "")
-    df = train(model, train_set, test_set, EPOCHS, trial["defense"], checkpoint_dir=CHECKPOINTS_DIR,
-               run_name=name, dataset_name=DATASET)
-    return {"curve": df.to_dict("records")}
-
-# each finished run is stored at once (results/fig4_training.jsonl, read by notebook 6); a re-run
-# trains only the defenses missing for this setting
-runs = sweep([{"defense": d, "setting": setting} for d in DEFENSES], run,
-             output_path("fig4_training.jsonl", RESULTS_DIR), desc="training runs")
-curves = expand_histories(runs, keep=["defense"], column="curve")
-curves.round(4)
+# %% [markdown]
+# ## 1. Why the earlier reduced run spiked
+#
+# The committed reduced run (10,000 training images, inputs in [0, 1], 6 epochs) dropped to 7%
+# test accuracy at epoch 2 and spiked at the same epochs under every method. Traced step by step
+# over its first 3 epochs: each step's loss, the test accuracy every 5 steps with BatchNorm's
+# running statistics (eval mode, as reported) and with each test batch's own statistics (train
+# mode), and the weight norm; then the same with 10,240 images (no partial last batch) and
+# with the original's normalisation on top.
 
 # %%
-fig, axes = plt.subplots(1, 3, figsize=(15, 3.8))
+TRACE_EPOCHS, TRACE_TEST, WARMUP = (1, 256, 0) if QUICK else (3, 2000, 60)  # WARMUP: steps BN needs
+TRACES = {"10,000 images, [0, 1] (the earlier run)": (10_000, None),
+          "10,240 images, [0, 1]": (10_240, None),
+          "10,240 images, normalised (0.5, 0.5)": (10_240, (0.5, 0.5))}
+if QUICK:
+    TRACES = {name: (n // 40, norm) for name, (n, norm) in TRACES.items()}
+
+
+def run_trace(trial: dict) -> dict:
+    size, normalize = TRACES[trial["trace"]]
+    torch.manual_seed(0)
+    model = resnet18(num_classes=10, in_channels=1).to(device)
+    df = trace(model, tuple(t[:size] for t in train_t), tuple(t[:TRACE_TEST] for t in test_t), TRACE_EPOCHS,
+               normalize=normalize, progress=False)
+    return {"steps": df.to_dict("records")}
+
+
+traced = sweep([{"trace": name, "epochs": TRACE_EPOCHS, "test_images": TRACE_TEST} for name in TRACES], run_trace,
+               output_path("fig4_diagnosis.jsonl", RESULTS_DIR), desc="traces")
+steps = expand_histories(traced, keep=["trace"], column="steps")
+
+# %%
+fig, axes = plt.subplots(1, 3, figsize=(16, 4))
+for name, d in steps.groupby("trace", sort=False):
+    axes[0].plot(d["step"], d["loss"], lw=0.8, label=name)
+    e = d.dropna(subset=["weight_norm"])
+    axes[1].plot(e["step"], e["accuracy_running_bn"], lw=1, label=f"{name}")
+    axes[2].plot(e["step"], e["weight_norm"], lw=1, label=name)
+for name, d in steps.groupby("trace", sort=False):
+    e = d.dropna(subset=["weight_norm"])
+    axes[1].plot(e["step"], e["accuracy_batch_bn"], lw=1, ls=":", color=axes[1].lines[list(TRACES).index(name)].get_color())
+for ax in axes:
+    for x in steps.loc[steps["epoch_end"], "step"].unique():
+        ax.axvline(x, color="grey", lw=0.5, ls="--")
+axes[0].set(yscale="log", xlabel="step", ylabel="training loss of the batch (log)", title="loss per step")
+axes[1].set(xlabel="step", ylabel="test accuracy", title="solid: running BN statistics (eval); dotted: batch statistics")
+axes[2].set(xlabel="step", ylabel="L2 norm of all weights", title="weight norm")
+axes[2].legend(fontsize=8, title="setting (dashed lines: epoch ends)", loc="upper left", bbox_to_anchor=(1.02, 1))
+fig.suptitle(f"Tracing the instability: ResNet-18, Fashion-MNIST, lr 0.1, batch 128, seed 0, {TRACE_EPOCHS} epochs, "
+             f"accuracy on {TRACE_TEST:,} test images every 5 steps", fontsize=10)
+fig.tight_layout()
+save_figure(fig, "fig4_instability_trace.png");
+
+# %%
+ends = steps[steps["epoch_end"]]
+before = steps[~steps["epoch_end"] & (steps["step"] > WARMUP)].groupby("trace", sort=False)["loss"].median()
+end_loss = ends.groupby("trace", sort=False)["loss"].max()
+drop = {}
+for name, d in steps.groupby("trace", sort=False):
+    acc = d.dropna(subset=["accuracy_running_bn"]).set_index("step")["accuracy_running_bn"]
+    drop[name] = max((acc.loc[:s].iloc[-2] - acc.loc[s] for s in ends[ends.trace == name]["step"] if len(acc.loc[:s]) > 1),
+                     default=float("nan"))
+late = steps[steps["step"] > WARMUP].dropna(subset=["accuracy_running_bn"])
+gap = (late["accuracy_batch_bn"] - late["accuracy_running_bn"]).groupby(late["trace"], sort=False).median()
+first, second, third = TRACES
+n_first, n_second = TRACES[first][0], TRACES[second][0]
+last_batch = n_first % 128
+Markdown(f"""**What the trace shows.** The earlier run's epochs end on a batch of {last_batch} images ({n_first:,} =
+{n_first // 128} x 128 + {last_batch}), the remainder a DataLoader without `drop_last` gives. Its loss there reaches
+{end_loss[first]:.2g} against a median of {before[first]:.2g} over the other steps, and the step taken on it throws the
+weights off right before the epoch's evaluation: test accuracy falls by up to {drop[first]:.2f} at an epoch's end.
+With {n_second:,} images ({n_second // 128} full batches) that step is gone: the largest loss at an epoch's end is {end_loss[second]:.2g}
+(median {before[second]:.2g}), and accuracy falls by at most {drop[second]:.2f} there; with the original's normalisation
+on top, {end_loss[third]:.2g} and {drop[third]:.2f}. BatchNorm's running statistics are not the cause after the first
+few dozen steps: from step {WARMUP} on the median gap between batch-statistics and running-statistics accuracy is
+{', '.join(f'{v:+.3f}' for v in gap.values)} for the three settings. (In the first ~50 steps they lag far behind
+fast-growing activations and eval-mode accuracy sits near chance; no evaluation falls there.) The weight norm moves
+smoothly in all three. With all 60,000 images the last batch holds 96 images, as in the original (CIFAR-10: 80), so
+the full setting keeps the original's partial batch and the CPU setting uses {CPU.train_size:,} images.""")
+
+# %% [markdown]
+# ## 2. Fig. 4
+
+# %%
+full = complete_runs(RESULTS_DIR / "full_scale" / "fig4.jsonl", FULL.describe(len(train_t[1]), len(test_t[1])))
+FULL_SCALE = full is not None and not QUICK
+if FULL_SCALE:  # scripts/full_scale.py's GPU run
+    runs, where = full, f"scripts/full_scale.py on {full['device'].iloc[0]}"
+else:
+    runs = defense_training(CPU, FIG4_DEFENSES, SEEDS, output_path("fig4_training.jsonl", RESULTS_DIR), device,
+                            data=(tuple(t[: CPU.train_size] for t in train_t), tuple(t[: CPU.test_size] for t in test_t)))
+    where = f"this notebook on {device}"
+setting = runs["setting"].iloc[0]
+curves = expand_histories(runs, keep=["defense", "seed"], column="curve")
+n_seeds = runs.groupby("defense")["seed"].nunique().min()
+print(f"{setting}; {n_seeds} seeds per method; run by {where}; median {runs['seconds'].median():.0f} s per run")
+
+# %%
+fig, axes = plt.subplots(1, 3, figsize=(16, 4))
 for ax, col in zip(axes, ["train_loss", "test_loss", "test_accuracy"]):
-    for spec, d in curves.groupby("defense", sort=False):
-        ax.plot(d["epoch"], d[col], marker="o", ms=3, label=spec)
-    ax.set(xlabel="epoch", ylabel=col.replace("_", " ") + ("" if col == "test_accuracy" else " (log)"),
-           title=col.replace("_", " "), yscale="linear" if col == "test_accuracy" else "log")
-axes[0].legend(fontsize=8, title="defense")
-fig.suptitle(f"Fig. 4: training under gradient defenses - {setting}, 1 run each\n"
-             + ("" if FULL_SCALE else "A reduced CPU run, too unstable to rank the defenses (the undefended run "
-                "itself collapses and recovers): notebook 9 ranks them (3 seeds, LeNet / LeNet-5)."),
+    sns.lineplot(data=curves, x="epoch", y=col, hue="defense", style="defense", hue_order=list(FIG4_DEFENSES),
+                 style_order=list(FIG4_DEFENSES), errorbar=("pi", 100), markers=True, dashes=True, ms=4, ax=ax,
+                 legend=ax is axes[2])
+    ax.set(ylabel=col.replace("_", " ") + ("" if col == "test_accuracy" else " (log)"),
+           yscale="linear" if col == "test_accuracy" else "log", title=col.replace("_", " "))
+axes[2].legend(fontsize=8, title="defense", loc="upper left", bbox_to_anchor=(1.02, 1))
+fig.suptitle(f"Fig. 4: training under gradient defenses - {setting}\nmean of {n_seeds} seeds, band: min to max "
+             f"({'full scale' if FULL_SCALE else 'CPU setting: the first ' + format(len(train_t[1][:CPU.train_size]), ',') + ' training images'})",
              fontsize=10)
 fig.tight_layout()
 save_figure(fig, "fig4_training_under_defenses.png")
-final = curves[curves["epoch"] == EPOCHS].set_index("defense")[["train_loss", "test_loss", "test_accuracy"]]
+
+# %%
+last_epoch = curves[curves["epoch"] == curves["epoch"].max()]
+final = last_epoch.groupby("defense")["test_accuracy"].agg(["mean", "std", "min", "max"]).reindex(list(FIG4_DEFENSES))
+base = last_epoch[last_epoch.defense == "none"].set_index("seed")["test_accuracy"]
+paired = {d: (last_epoch[last_epoch.defense == d].set_index("seed")["test_accuracy"] - base) for d in FIG4_DEFENSES}
+final["minus none (mean of seeds)"] = [paired[d].mean() for d in FIG4_DEFENSES]
 final.round(4)
 
 # %%
-import math
-from IPython.display import Markdown
-# a spike: an epoch whose test loss is above 10 times the median test loss of its run
-c = curves.assign(median=curves.groupby("defense")["test_loss"].transform("median"))
+c = curves.assign(median=curves.groupby(["defense", "seed"])["test_loss"].transform("median"))
 spikes = c[c["test_loss"] > 10 * c["median"]]
-spiked = spikes.groupby("defense", sort=False)["epoch"].apply(list).to_dict()
-orders = [math.log10(r.test_loss / r.median) for r in spikes.itertuples()]
-epochs = lambda d: f"epoch{'s' if len(spiked[d]) > 1 else ''} {' and '.join(map(str, spiked[d]))}"
-after = lambda d: f" after {'spikes' if len(spiked[d]) > 1 else 'a spike'} in {epochs(d)}" if d in spiked else ""
-last = "; ".join(f"{d}{' (run for Table I)' if d == 'uniform:240' else ''} {final.loc[d, 'test_accuracy']:.2f}{after(d)}"
-                 for d in DEFENSES)
-smooth = [d for d in DEFENSES if d not in spiked]
-smooth_text = ", ".join(f"{d} ({curves[curves.defense == d].test_accuracy.min():.2f} to "
-                        f"{curves[curves.defense == d].test_accuracy.max():.2f} over {EPOCHS} epochs)" for d in smooth)
-spike_text = (f"ResNet-18's test loss spikes {min(orders):.0f} to {max(orders):.0f} orders of magnitude above its "
-              f"run's median in {len(spikes)} epochs of {len(spiked)} of the {len(DEFENSES)} runs"
-              + (f", the undefended one included ({epochs('none')})" if "none" in spiked else "")
-              if len(spikes) else "ResNet-18's test loss does not spike here (10 times its run's median)")
-Markdown(f"""**What to see** (this run: {setting}, one run per defense, the same initial weights). Seed 000
-finds no visible cost of quantization or sparsification after 22 epochs on CIFAR-10 (accuracy 0.735 to 0.738 for
-every method). This reduced run cannot test that: with lr 0.1 and only {math.ceil(len(train_set) / 128)} steps per
-epoch, {spike_text}, because BatchNorm's running statistics lag behind weights that move fast; the test accuracy
-jumps accordingly ({curves.test_accuracy.min():.2f} to {curves.test_accuracy.max():.2f}). The last-epoch accuracies
-({last}) therefore rank the spikes, not the defenses.
-{'Only ' + smooth_text + ' trained smoothly here.' if smooth else 'No run trained smoothly here.'} The comparison
-the paper makes needs the full setting (all 60,000 images, 22 epochs, several runs per method): that is the GPU
-run this notebook switches to when CUDA is present, and it is still to be made.""")
+dips = curves.groupby(["defense", "seed"])["test_accuracy"].apply(lambda a: (a.cummax() - a).max())
+worst = dips.idxmax()
+spread = final["max"] - final["min"]
+Markdown(f"""**What to see** ({setting}; {n_seeds} seeds per method; run by {where}). Every method ends at a test
+accuracy of {final['mean'].min():.3f} to {final['mean'].max():.3f} (means over seeds); the largest difference from the
+undefended run is {final['minus none (mean of seeds)'].abs().max():.3f} ({final['minus none (mean of seeds)'].abs().idxmax()}),
+against a spread between seeds of up to {spread.max():.3f} within one method. Seed 000 found 0.735 to 0.738 on CIFAR-10
+after 22 epochs, "all very similar"; here too {'no method costs more than a point' if final['minus none (mean of seeds)'].min() > -0.01 else 'some method costs more than a point'}.
+The run is {'stable' if len(spikes) == 0 else 'not free of spikes'}: {len(spikes)} epochs of the {len(curves)} have a test
+loss 10 times their run's median, and the largest fall of test accuracy below a run's best so far is
+{dips.max():.3f} ({worst[0]}, seed {worst[1]}). Notebook 9 measures the same question against the strongest attacker
+(3 seeds, LeNet and LeNet-5, 17 defenses).""")

@@ -33,8 +33,9 @@
 # derivative through the weights is not zero); DLG's code uses sigmoids for this reason, and
 # `resnet(depth, activation="sigmoid")` gives that variant.
 #
-# **Scale.** The full study (1200 iterations, 20 images x 50 seeds, ResNets at 20 x 20) runs
-# when CUDA is present. On this project's 2-core CPU a ResNet-18 DLG iteration takes about 4 s
+# **Scale.** The full study (1200 iterations, 20 images x 50 seeds, ResNets at 20 x 20) is
+# `scripts/full_scale.py`'s on a GPU; this notebook shows it when `results/full_scale/` holds
+# all its rows. Otherwise, on this project's 2-core CPU a ResNet-18 DLG iteration takes about 4 s
 # per trial, so the CPU setting is reduced and every title says so: LeNet 20 images x 5 seeds
 # for 300 iterations, ResNet-18 only for Fig. 1 and 2 (one image, 100 iterations). Data: the
 # embedded images (`DLG_DATASET=cifar100` switches to seed 002's data where present).
@@ -46,50 +47,37 @@ from dlg_utils.notebook import start
 QUICK = start()  # DLG_QUICK=1 (or CI) shrinks the run; committed outputs are full runs
 
 # %%
-from dlg_utils import LeNet, init_uniform_, load_dataset, target_gradients
-from dlg_utils.models import resnet
+from dlg_utils import load_dataset, target_gradients
 from dlg_utils.attack import dlg_batch
-from dlg_utils.experiments import attack_sweep
-from dlg_utils.success import succeeded, success_table, threshold_sensitivity, label_survival
+from dlg_utils.success import SuccessStudy, succeeded, success_table, threshold_sensitivity, label_survival
 from dlg_utils.plotting import reconstruction_grid, save_figure
 from dlg_utils.config import RESULTS_DIR, output_path
 from dlg_utils.metrics import IMAGE_THRESHOLD
 import seaborn as sns
 
 DATASET = os.environ.get("DLG_DATASET", "samples")
-FULL_SCALE = torch.cuda.is_available()
-device = "cuda" if FULL_SCALE else "cpu"
-ITERATIONS = 20 if QUICK else (1200 if FULL_SCALE else 300)
-N_IMAGES = 2 if QUICK else 20
-LENET_SEEDS = 2 if QUICK else (50 if FULL_SCALE else 5)
-RESNET_DEPTHS = [18, 34, 50] if FULL_SCALE else [18]
-RESNET_SEEDS = 20 if FULL_SCALE else 0  # on CPU, ResNet-18 runs for Fig. 1 and 2 only
-RESNET_ITERATIONS = 2 if QUICK else (1200 if FULL_SCALE else 100)
-RESNET_MAX_ITER = 2 if QUICK else 20  # evaluations per L-BFGS step; quick mode only lowers it
-CLASSES = 100  # the heads of seed 002's CIFAR-100 models
+FULL = SuccessStudy(DATASET)  # seed 002's scale: scripts/full_scale.py runs it on a GPU
+CPU = SuccessStudy(DATASET, lenet_seeds=5, iterations=300, resnet_depths=(18,), resnet_seeds=0, resnet_iterations=100)
+if QUICK:
+    CPU = SuccessStudy(DATASET, images=2, lenet_seeds=2, iterations=20, resnet_depths=(18,), resnet_seeds=0,
+                       resnet_iterations=2, resnet_max_iter=2)
 data = load_dataset(DATASET)
-IMAGES = sorted(torch.randperm(len(data), generator=torch.Generator().manual_seed(0))[:N_IMAGES].tolist())
-torch.manual_seed(0)
-lenet = init_uniform_(LeNet(3, CLASSES, 32)).to(device)
-resnets = {}
-for depth in RESNET_DEPTHS:
-    torch.manual_seed(0)
-    resnets[f"resnet{depth}"] = resnet(depth, CLASSES).eval().to(device)
-setting = f"{DATASET}, LeNet {N_IMAGES} images x {LENET_SEEDS} seeds, {ITERATIONS} iterations"
-print(setting, "on", device, "| images", IMAGES)
+FULL_DIR = RESULTS_DIR / "full_scale"
+FULL_SCALE = not QUICK and FULL.complete(FULL_DIR, len(data))  # the GPU run's rows are all there
+study, folder = (FULL, FULL_DIR) if FULL_SCALE else (CPU, RESULTS_DIR / "quick" if QUICK else RESULTS_DIR)
+device = "cuda" if torch.cuda.is_available() else "cpu"
+models = study.models(device)
+lenet, resnets = models["lenet"], {k: v for k, v in models.items() if k != "lenet"}
+ITERATIONS, RESNET_ITERATIONS, RESNET_MAX_ITER = study.iterations, study.resnet_iterations, study.resnet_max_iter
+LENET_SEEDS, CLASSES = study.lenet_seeds, study.classes
+IMAGES = study.image_indices(len(data))
+setting = (f"{DATASET}, LeNet {len(IMAGES)} images x {LENET_SEEDS} seeds, {ITERATIONS} iterations"
+           + (f"; {', '.join(resnets)} {len(IMAGES)} x {study.resnet_seeds}" if study.resnet_seeds else "")
+           + (" (full scale, scripts/full_scale.py)" if FULL_SCALE else ""))
+print(setting, "| images", IMAGES)
 
 # %%
-modes = ("dlg", "idlg")
-lenet_trials = [{"model": "lenet", "label_mode": m, "image": i, "seed": s}
-                for m in modes for i in IMAGES for s in range(LENET_SEEDS)]
-resnet_trials = [{"model": name, "label_mode": m, "image": i, "seed": s}
-                 for name in resnets for m in modes for i in IMAGES for s in range(RESNET_SEEDS)]
-rows = attack_sweep(lenet_trials, {"lenet": lenet}, data, iterations=ITERATIONS, keep_history=False,
-                    path=output_path(f"success_lenet_{DATASET}_{ITERATIONS}.jsonl", RESULTS_DIR))
-if resnet_trials:
-    rows = pd.concat([rows, attack_sweep(resnet_trials, resnets, data, iterations=RESNET_ITERATIONS, keep_history=False,
-                                         chunk_size=20, max_iter=RESNET_MAX_ITER, path=output_path(f"success_resnet_{DATASET}_{RESNET_ITERATIONS}.jsonl", RESULTS_DIR))])
-rows["success"] = succeeded(rows)
+rows = study.run(data, folder, models)
 paper = pd.DataFrame([("lenet", "dlg", 0.68, 94.1379), ("resnet18", "dlg", 0.0, float("nan"))],
                      columns=["model", "label_mode", "paper success rate", "paper mean iteration"])
 table = success_table(rows, by=["model", "label_mode"]).merge(paper, how="left")
@@ -204,8 +192,8 @@ label_text = (f"iDLG's extracted label is right for all {len(label_images)} imag
               "the only clearly negative one, and every defense here preserves that sign." if not len(not_right) else
               "iDLG's extracted label is right under every defense tried except: "
               + "; ".join(f"{d} on {m} ({v:.0%} right)" for (d, m), v in not_right.items()) + ".")
-Markdown(f"""**What to see** (this run: {setting}, on {device}; ResNet-18 ran for Fig. 1 and 2 only
-{'' if RESNET_SEEDS else '(no ResNet success rates: they need CUDA)'}).
+Markdown(f"""**What to see** (this run: {setting}, on {device}{'' if study.resnet_seeds else
+'; ResNet-18 ran for Fig. 1 and 2 only (ResNet success rates are the full-scale run' + "'" + 's, scripts/full_scale.py)'}).
 
 - **Table 1, LeNet.** DLG succeeds in {dlg_row['success rate']:.2f} of the seeds (95% interval over images
   {dlg_row['rate low']:.2f} to {dlg_row['rate high']:.2f}; per image from {dlg_row['worst image']:.1f} to
@@ -232,6 +220,7 @@ Markdown(f"""**What to see** (this run: {setting}, on {device}; ResNet-18 ran fo
   {final['ResNet-18 iDLG']['grad_distance']:.2g}, while LeNet reaches an MSE of {final['LeNet DLG']['mse']:.0e} (SSIM
   {final['LeNet DLG']['ssim']:.3f}, converged at iterations {runs['LeNet DLG'].converged_at} and
   {runs['LeNet iDLG'].converged_at}) on the same photo. Seed 002 reports no ResNet-18 success at all and a DLG loss below
-  LeNet's that does not bring the image back; the 20 images x 20 seeds x 1200 iterations that would measure ResNet
-  success rates (and the other depths) take a GPU and run when CUDA is present.
+  LeNet's that does not bring the image back; {'the ResNet rows of the table above are the full-scale ones' if
+  study.resnet_seeds else 'the 20 images x 20 seeds x 1200 iterations that measure ResNet success rates (and the other '
+  'depths) are scripts/full_scale.py' + "'" + 's, for a GPU'}.
 - **Labels.** {label_text}""")

@@ -5,6 +5,7 @@ finished trial or training run is one JSON line under results/, and a re-run ski
     python scripts/frontier.py                      # all parts, the committed CPU setting
     python scripts/frontier.py --part utility --device cuda --models resnet18
     python scripts/frontier.py --quick --out /tmp/frontier   # a minute-scale smoke run
+    python scripts/frontier.py --executor ray --ray-address auto --task-gpus 1   # on a Ray cluster
 """
 from __future__ import annotations
 
@@ -30,7 +31,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--budget-s", type=float, default=None,
                         help="stop before starting new work after this many seconds (re-run to continue)")
+    parser.add_argument("--executor", choices=["local", "ray"], default="local",
+                        help="run attack chunks and training runs in this process or as Ray tasks")
+    parser.add_argument("--ray-address", default=None,
+                        help="an existing Ray cluster (e.g. auto, or ray://host:10001); default: a local Ray")
+    parser.add_argument("--task-cpus", type=float, default=1, help="CPUs per Ray task (default 1)")
+    parser.add_argument("--task-gpus", type=float, default=0, help="GPUs per Ray task (default 0)")
     args = parser.parse_args(argv)
+    resources = {"num_cpus": args.task_cpus, **({"num_gpus": args.task_gpus} if args.task_gpus else {})}
+    if args.executor == "ray":
+        import ray
+        ray.init(address=args.ray_address, include_dashboard=False, log_to_driver=False)
+    ray_kw = dict(executor=args.executor, resources=resources)
     if args.threads:
         torch.set_num_threads(args.threads)
     setup = quick_setup() if args.quick else Setup()
@@ -51,14 +63,14 @@ def main(argv: list[str] | None = None) -> None:
         for defense in setup.defenses:  # one defense at a time, so a budget can stop between them
             if over():
                 break
-            run_privacy(dataclasses.replace(setup, defenses=(defense,)), images, out / "frontier_privacy.jsonl")
+            run_privacy(dataclasses.replace(setup, defenses=(defense,)), images, out / "frontier_privacy.jsonl", **ray_kw)
     if args.part in ("utility", "all"):
         train, test = load_dataset("fashion-mnist"), load_dataset("fashion-mnist", train=False)
         for defense in setup.defenses:
             if over():
                 break
             run_utility(dataclasses.replace(setup, defenses=(defense,)), train, test, "fashion-mnist",
-                        out / "frontier_utility.jsonl", device=args.device)
+                        out / "frontier_utility.jsonl", device=args.device, **ray_kw)
     print(f"done in {time.perf_counter() - start:.0f} s" + (" (budget reached: re-run to continue)" if over() else ""))
 
 

@@ -23,6 +23,17 @@ def test_fashion_mnist_loads_offline(tmp_path):
     assert x.shape == (1, 28, 28) and 0 <= float(x.min()) and float(x.max()) <= 1 and y == 9
 
 
+def test_fashion_mnist_gz_files_copied_into_a_root_load(tmp_path, monkeypatch):
+    """The GPU machine has no Debian package: the gz files travel in a folder given as root."""
+    import shutil
+    import dlg_utils.data as data
+    for gz in FASHION_MNIST_DEBIAN.glob("*-ubyte.gz"):
+        shutil.copy(gz, tmp_path / gz.name)
+    monkeypatch.setattr(data, "FASHION_MNIST_DEBIAN", tmp_path / "not-here")
+    test = load_dataset("fashion-mnist", train=False, root=tmp_path)
+    assert len(test) == 10000 and test[0][0].shape == (1, 28, 28)
+
+
 @pytest.mark.parametrize("name", ["cifar10", "cifar100", "mnist"])
 def test_missing_data_set_says_where_and_how(tmp_path, name):
     with pytest.raises(FileNotFoundError) as e:

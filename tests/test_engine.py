@@ -4,7 +4,7 @@ import copy
 import pytest
 import torch
 
-from dlg_utils.attack import dlg, dlg_batch, target_gradients
+from dlg_utils.attack import dlg, dlg_batch, shared_gradient, target_gradients
 from dlg_utils.lbfgs import BatchedLBFGS
 from dlg_utils.models import LeNet, init_uniform_
 
@@ -251,3 +251,30 @@ def test_resnet_batchnorm_under_vmap(samples):
     assert not torch.equal(before, moved)
     r = dlg(model, grads, image_shape=x.shape, num_classes=17, iterations=2, seed=0, progress=False, max_iter=3)
     assert len(r.history) == 3 and torch.equal(model.bn1.running_mean, moved)  # ... the attack does not
+
+
+def test_redraw_defense_equals_seed000_closure(double_lenet):
+    """redraw_defense replays seed 000's loop (the defense applied inside every closure call):
+    equal to the reference loop doing that, and different from attacking one draw."""
+    model, xs, ys, _ = double_lenet
+    specs = ["stochastic:16", "uniform:16"]
+    shared = [shared_gradient(model, xs[t], ys[t], s, torch.Generator().manual_seed(9), keep_source=True)
+              for t, s in enumerate(specs)]
+    its = 2
+    redrawn = dlg_batch(model, shared, image_shape=xs[0].shape, num_classes=100, iterations=its, seeds=[0, 1],
+                        progress=False, redraw_defense=True)
+    once = dlg_batch(model, shared, image_shape=xs[0].shape, num_classes=100, iterations=its, seeds=[0, 1],
+                     progress=False)
+    for t, r in enumerate(redrawn):
+        _, _, dists, _ = reference_dlg(model, None, xs[0].shape, 100, its, seed=t,
+                                       redraw=(shared[t].defense, shared[t].source))
+        mine = torch.tensor(r.history["grad_distance"].tolist())
+        assert torch.allclose(mine[:2], torch.tensor(dists[:2]), rtol=1e-6)
+    # stochastic rounding moves the target at every call; uniform rounding is deterministic
+    assert not torch.allclose(torch.tensor(redrawn[0].history["grad_distance"].tolist()),
+                              torch.tensor(once[0].history["grad_distance"].tolist()))
+    assert torch.allclose(torch.tensor(redrawn[1].history["grad_distance"].tolist()),
+                          torch.tensor(once[1].history["grad_distance"].tolist()))
+    with pytest.raises(ValueError, match="keep_source"):
+        dlg_batch(model, [shared_gradient(model, xs[0], ys[0], "stochastic:16")], image_shape=xs[0].shape,
+                  num_classes=100, iterations=1, progress=False, redraw_defense=True)

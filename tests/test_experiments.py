@@ -1,3 +1,4 @@
+import numpy as np
 import json
 
 import pytest
@@ -69,6 +70,25 @@ def test_attack_sweep_batches_saves_each_trial_and_resumes(lenet, samples, tmp_p
     before, after = df.set_index("trial"), again.set_index("trial")
     assert set(after.index) == set(before.index)
     assert (after.loc[list(kept), "grad_distance"] == before.loc[list(kept), "grad_distance"]).all()
+
+
+def test_per_trial_models_run_in_one_batch_with_the_same_results(samples, tmp_path, monkeypatch):
+    """Trials of different models (one architecture) in one batch of per-trial weights give
+    what one batch per model gives."""
+    import torch
+    import dlg_utils.experiments as ex
+    from dlg_utils import LeNet, init_uniform_
+    torch.manual_seed(50)
+    models = {f"m{k}": init_uniform_(LeNet(3, 100, 32)).double() for k in range(2)}
+    double = [(x.double(), y) for x, y in (samples[i] for i in range(len(samples)))]
+    trials = [{"image": i, "seed": s, "defense": "none", "model": m} for m in models for i in (0, 12) for s in (0,)]
+    batches = []
+    real = ex.dlg_batch
+    monkeypatch.setattr(ex, "dlg_batch", lambda model, targets, **kw: batches.append(len(targets)) or real(model, targets, **kw))
+    apart = ex.attack_sweep(trials, models, double, tmp_path / "a.jsonl", iterations=1)
+    together = ex.attack_sweep(trials, models, double, tmp_path / "b.jsonl", iterations=1, per_trial_models=True)
+    assert batches == [2, 2, 4]
+    assert np.allclose(apart["grad_distance"], together["grad_distance"], rtol=1e-6)
 
 
 def test_expand_histories_takes_any_record_column():

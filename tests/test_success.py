@@ -58,3 +58,19 @@ def test_label_survival_draws_random_defenses_and_finds_the_undefended_label():
     assert found.groupby("defense", sort=False).size().to_dict() == {"none": 2, "stochastic:16": 4, "uniform:4": 2}
     assert found[found["defense"] == "none"]["right"].all()  # iDLG reads an undefended LeNet's label exactly
 
+
+
+def test_success_study_trials_paths_and_completeness(tmp_path):
+    import json
+    from dlg_utils.experiments import trial_key
+    from dlg_utils.success import SuccessStudy
+    study = SuccessStudy(images=2, lenet_seeds=3, resnet_depths=(18, 34), resnet_seeds=1)
+    lenet, resnets = study.trials(32)
+    assert len(lenet) == 2 * 2 * 3 and len(resnets) == 2 * 2 * 2 * 1
+    assert {t["image"] for t in lenet} == set(study.image_indices(32)) and len(study.image_indices(32)) == 2
+    lenet_path, resnet_path = study.paths(tmp_path)
+    assert not study.complete(tmp_path, 32) and not list(tmp_path.iterdir())  # checking writes nothing
+    lenet_path.write_text("".join(json.dumps({"trial": trial_key(t)}) + "\n" for t in lenet))
+    assert not study.complete(tmp_path, 32)
+    resnet_path.write_text("".join(json.dumps({"trial": trial_key(t)}) + "\n" for t in resnets))
+    assert study.complete(tmp_path, 32)

@@ -77,3 +77,49 @@ def test_checkpoint_after_a_given_step(fashion, tmp_path):
     assert not torch.equal(step3.fc.weight, start.fc.weight)
     with pytest.raises(ValueError, match="checkpoint_steps"):
         train(LeNet(1, 10, 28), train_set, test_set, epochs=1, checkpoint_steps=[0], checkpoint_dir=tmp_path)
+
+
+def test_evaluate_with_batch_statistics_leaves_running_statistics_alone(fashion):
+    from dlg_utils.data import to_tensors
+    test = to_tensors(Subset(fashion[1], range(256)))
+    torch.manual_seed(0)
+    model = resnet18(num_classes=10, in_channels=1)
+    with torch.no_grad():  # running statistics far from the data's: the two modes must disagree
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.fill_(3.0)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    running = evaluate(model, test, batchnorm="running")
+    batch = evaluate(model, test, batchnorm="batch")
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert running != batch and model.training  # the mode it was in comes back
+    with pytest.raises(ValueError, match="batchnorm must be one of"):
+        evaluate(model, test, batchnorm="train")
+
+
+def test_trace_records_every_step_and_the_epoch_ends(fashion):
+    from dlg_utils.data import to_tensors
+    from dlg_utils.training import trace
+    train_t, test_t = to_tensors(Subset(fashion[0], range(300))), to_tensors(Subset(fashion[1], range(64)))
+    torch.manual_seed(0)
+    df = trace(LeNet(1, 10, 28), train_t, test_t, epochs=2, every=2, batch_size=128, lr=0.01)
+    assert df["step"].tolist() == list(range(1, 7))  # 3 batches per epoch (128, 128, 44)
+    assert df.loc[df["epoch_end"], "step"].tolist() == [3, 6] and (df.loc[df["epoch_end"], "last_batch"] == 44).all()
+    evaluated = df.dropna(subset=["weight_norm"])["step"].tolist()
+    assert evaluated == [2, 3, 4, 6] and df["accuracy_batch_bn"].dropna().between(0, 1).all()
+
+
+def test_defense_training_stores_each_run_and_knows_when_complete(fashion, tmp_path):
+    from dlg_utils.data import to_tensors
+    from dlg_utils.experiments import load_rows
+    from dlg_utils.training import TrainingSetting, complete_runs, defense_training
+    setting = TrainingSetting(train_size=128, test_size=64, epochs=1)
+    data = (to_tensors(Subset(fashion[0], range(128))), to_tensors(Subset(fashion[1], range(64))))
+    path = tmp_path / "fig4.jsonl"
+    rows = defense_training(setting, ["none", "uniform:16"], [0], path, data=data, progress=False)
+    label = setting.describe(128, 64)
+    assert rows["setting"].eq(label).all() and len(load_rows(path)) == 2
+    assert complete_runs(path, label, ["none", "uniform:16"], [0]) is not None
+    assert complete_runs(path, label, ["none", "uniform:16"], [0, 1]) is None  # seed 1 is missing
+    defense_training(setting, ["none", "uniform:16"], [0], path, data=data, progress=False)
+    assert len(load_rows(path)) == 2  # nothing trained twice

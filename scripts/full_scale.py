@@ -1,0 +1,199 @@
+"""Every study at the papers' scale on one CUDA device, in resumable slices.
+
+Each finished unit of work (a training run, a slice of attack trials, one benchmark) is stored
+at once as JSON lines under --out; a re-run skips what is stored. A slice stops by itself
+before --budget-s: it starts a unit only if the longest unit of that study so far still fits.
+Run it again until it prints "all done".
+
+    python scripts/full_scale.py --device cuda --budget-s 540         # one slice; repeat
+    python scripts/full_scale.py --device cuda                         # everything in one go
+    python scripts/full_scale.py --tiny --device cpu --out /tmp/fs     # the whole path in a minute
+
+Studies (--studies, in this order):
+  fig4       seed 000 Fig. 4 / Table I accuracy: ResNet-18 on all of Fashion-MNIST, 20 epochs,
+             6 methods x 3 seeds, inputs normalised (0.5, 0.5), lr 0.1, data on the device
+  seed002    seed 002's success rates: LeNet 20 images x 50 seeds, ResNet-18/34/50 20 x 20,
+             1200 L-BFGS iterations, DLG and iDLG
+  frontier   the privacy-utility frontier's utility side for ResNet-18: 17 defenses x 3 seeds,
+             8 epochs on all of Fashion-MNIST
+  benchmark  the batched engine against the reference loop on the device (LeNet, 300 its)
+
+Notebooks 4, 6 and 7 show these results when --out is results/full_scale and a study is
+complete. Fashion-MNIST comes from --data-root (torchvision's layout, or Debian's gz files).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from dlg_utils.data import load_dataset
+from dlg_utils.frontier import DEFENSES, Setup, run_utility
+from dlg_utils.success import SuccessStudy
+from dlg_utils.training import FIG4_DEFENSES, TrainingSetting, defense_training, load_tensors
+
+ROOT = Path(__file__).resolve().parents[1]
+STUDIES = ("fig4", "seed002", "frontier", "benchmark")
+
+
+@dataclasses.dataclass
+class Scale:
+    """The size of every study: :func:`full` is the papers', :func:`tiny` a smoke test."""
+
+    fig4: TrainingSetting
+    fig4_seeds: tuple[int, ...]
+    fig4_defenses: tuple[str, ...]
+    seed002: SuccessStudy
+    lenet_slice: int  # LeNet trials per unit of seed 002
+    frontier: Setup
+    benchmark_trials: tuple[int, ...]
+    benchmark_iterations: int
+
+
+def full() -> Scale:
+    return Scale(fig4=TrainingSetting(), fig4_seeds=(0, 1, 2), fig4_defenses=FIG4_DEFENSES, seed002=SuccessStudy(),
+                 lenet_slice=500, frontier=Setup(models=("resnet18",), defenses=DEFENSES),
+                 benchmark_trials=(64, 256, 1024, 4096), benchmark_iterations=300)
+
+
+def tiny() -> Scale:
+    return Scale(fig4=TrainingSetting(train_size=256, test_size=256, epochs=1), fig4_seeds=(0,),
+                 fig4_defenses=("none", "uniform:16"),
+                 seed002=SuccessStudy(images=2, lenet_seeds=2, iterations=3, resnet_depths=(18,), resnet_seeds=1,
+                                      resnet_iterations=1, resnet_max_iter=2),
+                 lenet_slice=4, frontier=Setup(models=("resnet18",), defenses=("none", "uniform:8"), train_seeds=(0,),
+                                               epochs=1, train_subset=256, test_subset=256),
+                 benchmark_trials=(2,), benchmark_iterations=2)
+
+
+class Budget:
+    """Runs units while the longest unit of their study so far still fits in the budget, and
+    logs how long each took."""
+
+    def __init__(self, seconds: float | None, log: Path, device: str):
+        self.start = time.perf_counter()
+        self.end = self.start + seconds if seconds else float("inf")
+        self.longest: dict[str, float] = {}
+        self.log, self.device, self.stopped = log, device, False
+
+    def run(self, study: str, unit: str, work: Callable[[], object]) -> bool:
+        """Run ``work`` unless it might overrun; False (and stop every later unit) if not."""
+        if self.stopped or time.perf_counter() + self.longest.get(study, 0.0) > self.end:
+            self.stopped = True
+            return False
+        t = time.perf_counter()
+        work()
+        seconds = time.perf_counter() - t
+        self.longest[study] = max(self.longest.get(study, 0.0), seconds)
+        if seconds > 1:  # a unit that was stored already takes no time and is not logged
+            with open(self.log, "a") as f:
+                f.write(json.dumps({"study": study, "unit": unit, "seconds": round(seconds, 2), "device": self.device,
+                                    "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}) + "\n")
+        return True
+
+
+def fig4(scale: Scale, out: Path, budget: Budget, device: str, root: str | None) -> None:
+    data = []  # loaded once, on the device, when the first run needs it
+
+    def unit(d: str, s: int) -> None:
+        if not data:
+            data.append(load_tensors(scale.fig4, device, root))
+        defense_training(scale.fig4, [d], [s], out / "fig4.jsonl", device, data=data[0], progress=False)
+
+    done = {(json.loads(line)["defense"], json.loads(line)["seed"]) for line in _lines(out / "fig4.jsonl")}
+    for s in scale.fig4_seeds:
+        for d in scale.fig4_defenses:
+            if (d, s) not in done and not budget.run("fig4", f"{d} seed {s}", lambda: unit(d, s)):
+                return
+
+
+def seed002(scale: Scale, out: Path, budget: Budget, device: str, root: str | None) -> None:
+    study = scale.seed002
+    data = load_dataset(study.dataset, root=root)
+    models = study.models(device)
+    lenet, resnets = study.trials(len(data))
+    slices = ([lenet[i:i + scale.lenet_slice] for i in range(0, len(lenet), scale.lenet_slice)]
+              + [resnets[i:i + 20] for i in range(0, len(resnets), 20)])  # ResNet trials: 20 per batch
+    for n, part in enumerate(slices):
+        if not budget.run("seed002", f"{part[0]['model']} slice {n}", lambda: study.run(
+                data, out, models, only=part, progress=False, lenet_chunk=scale.lenet_slice)):
+            return
+
+
+def frontier(scale: Scale, out: Path, budget: Budget, device: str, root: str | None) -> None:
+    setup = scale.frontier
+    train, test = load_dataset("fashion-mnist", root=root), load_dataset("fashion-mnist", train=False, root=root)
+    for s in setup.train_seeds:
+        for d in setup.defenses:
+            one = dataclasses.replace(setup, defenses=(d,), train_seeds=(s,))
+            if not budget.run("frontier", f"resnet18 {d} seed {s}", lambda: run_utility(
+                    one, train, test, "fashion-mnist", out / "frontier_utility.jsonl", device=device, progress=False)):
+                return
+
+
+def benchmark(scale: Scale, out: Path, budget: Budget, device: str, root: str | None) -> None:
+    path = out / "benchmark.jsonl"
+    done = {json.loads(line)["trials"] for line in _lines(path)}
+    for trials in scale.benchmark_trials:
+        command = [sys.executable, str(ROOT / "benchmarks" / "batched_vs_sequential.py"), "--device", device,
+                   "--trials", str(trials), "--iterations", str(scale.benchmark_iterations),
+                   "--chunk-size", str(trials), "--reference-trials", str(min(trials, 8)), "--json", str(path)]
+        if trials not in done and not budget.run("benchmark", f"{trials} trials",
+                                                 lambda: subprocess.run(command, check=True)):
+            return
+
+
+def _lines(path: Path) -> list[str]:
+    return [line for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python scripts/full_scale.py", description=__doc__.split("\n\n")[0],
+                                     epilog="studies: " + ", ".join(STUDIES))
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                        help="where everything runs (default: cuda when present)")
+    parser.add_argument("--budget-s", type=float, default=None,
+                        help="stop before starting a unit that might end after this many seconds (re-run to go on)")
+    parser.add_argument("--out", default=str(ROOT / "results" / "full_scale"), help="folder of the JSON-lines results")
+    parser.add_argument("--data-root", default=None, help="where Fashion-MNIST is (default: dlg_utils' data root)")
+    parser.add_argument("--studies", default=",".join(STUDIES), help="comma-separated, of " + ", ".join(STUDIES))
+    parser.add_argument("--tiny", action="store_true", help="every study at a tiny size (CI's test of this script)")
+    args = parser.parse_args(argv)
+    studies = [s for s in args.studies.split(",") if s]
+    unknown = [s for s in studies if s not in STUDIES]
+    if unknown:
+        parser.error(f"unknown studies {unknown}; choose from {', '.join(STUDIES)}")
+    if args.budget_s is not None and args.budget_s <= 0:
+        parser.error(f"--budget-s must be > 0, got {args.budget_s}")
+    try:
+        torch.empty(1, device=args.device)
+    except (RuntimeError, AssertionError) as e:
+        parser.error(f"--device {args.device}: {str(e).splitlines()[0]}")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    scale = tiny() if args.tiny else full()
+    budget = Budget(args.budget_s, out / "slices.jsonl", args.device)
+    print(f"{'tiny' if args.tiny else 'full'} scale on {args.device} ({platform.node()}, torch {torch.__version__}), "
+          f"budget {args.budget_s or 'none'} s, results in {out}", flush=True)
+    run = {"fig4": fig4, "seed002": seed002, "frontier": frontier, "benchmark": benchmark}
+    for study in studies:
+        if budget.stopped:
+            break
+        t = time.perf_counter()
+        run[study](scale, out, budget, args.device, args.data_root)
+        print(f"{study}: {'stopped (budget)' if budget.stopped else 'done'} after {time.perf_counter() - t:.0f} s",
+              flush=True)
+    print("budget reached: run again to continue" if budget.stopped else "all done", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
