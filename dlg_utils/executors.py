@@ -22,17 +22,20 @@ def task_resources(resources: dict | None) -> dict:
     return resources
 
 
-def ray_map(fn: Callable, items: Sequence, resources: dict | None = None) -> Iterator[tuple[int, object]]:
-    """Run ``fn(item)`` for every item, each as one Ray task, and yield ``(index, result)`` in
-    the order the tasks finish, so the caller can store each result at once. Uses the Ray
-    this process is connected to (``ray.init(address="auto")`` for a cluster), else starts a
-    local one. A task's error is raised here, after the results that came before it."""
+def ray_map(fn: Callable, items: Sequence, resources: dict | None = None,
+            shared: object = None) -> Iterator[tuple[int, object]]:
+    """Run ``fn(item)`` (or ``fn(shared, item)`` when ``shared`` is given: sent to the cluster
+    once, not with every task) for every item, each as one Ray task, and yield ``(index,
+    result)`` in the order the tasks finish, so the caller can store each result at once. Uses
+    the Ray this process is connected to (``ray.init(address="auto")`` for a cluster), else
+    starts a local one. A task's error is raised here, after the results that came before it."""
     import ray
 
     if not ray.is_initialized():
         ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
     remote = ray.remote(**task_resources(resources))(fn)
-    pending = {remote.remote(item): i for i, item in enumerate(items)}
+    args = () if shared is None else (ray.put(shared),)
+    pending = {remote.remote(*args, item): i for i, item in enumerate(items)}
     while pending:
         done, _ = ray.wait(list(pending), num_returns=1)
         for ref in done:

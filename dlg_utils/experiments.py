@@ -7,7 +7,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Collection, Iterable
 
 import numpy as np
 import pandas as pd
@@ -102,9 +102,12 @@ def expand_histories(rows: pd.DataFrame, keep: Iterable[str] = ("image", "seed",
     return pd.concat(parts, ignore_index=True)
 
 
-def trial_row(result: AttackResult, true_label: int, keep_history: bool = True, keep_image: bool = False) -> dict:
+def trial_row(result: AttackResult, true_label: int, keep_history: bool | Collection[int] = True,
+              keep_image: bool = False) -> dict:
     """One sweep row from an attack's result: attack, final metrics, label, convergence, time;
-    with ``keep_image`` the final image (clamped, 8 bits: :func:`row_image` reads it back)."""
+    ``keep_history``: the per-iteration history (True), none (False), or its rows at these
+    iterations and the last (a collection); with ``keep_image`` the final image (clamped, 8
+    bits: :func:`row_image` reads it back)."""
     final = result.final if len(result.history) else pd.Series(dtype=float)
     row = {"attack": result.attack, "true_label": int(true_label), "label": int(result.label[0]),
            "label_correct": bool(int(result.label[0]) == int(true_label)),
@@ -112,8 +115,12 @@ def trial_row(result: AttackResult, true_label: int, keep_history: bool = True, 
            "converged": result.converged, "converged_at": result.converged_at,
            "diverged": result.diverged, "iterations_run": int(final.get("iteration", -1)),
            "seconds": result.seconds}
-    if keep_history:
+    if keep_history is True:
         row["history"] = result.history.to_dict("records")
+    elif keep_history:
+        its = result.history["iteration"]
+        kept = result.history[its.isin(set(keep_history)) | (its == its.max())]
+        row["history"] = kept.to_dict("records")
     if keep_image:
         pixels = (result.image.detach().clamp(0, 1) * 255).round().to(torch.uint8).cpu()
         row["image_shape"] = list(pixels.shape)
@@ -154,44 +161,49 @@ def dataset_target(model: nn.Module, dataset: Dataset, trial: dict, keep_source:
 
 
 @dataclass
-class _Part:
-    """A batch of pending trials for one engine call, and how to turn results into rows."""
+class _Attacks:
+    """What every batch of a :func:`run_attacks` call shares: the models, how a trial becomes a
+    target, how a result becomes a row and the engine's settings (sent to Ray once)."""
 
-    model: object  # a model, or a list of per-trial models
-    part: list[tuple[str, dict]]
+    models: object  # a model, or a dict name -> model
     prepare: Callable
+    per_trial_models: bool
     row_settings: dict
     attack_settings: dict
 
-    def run(self, emit: Callable[[str, dict, dict, AttackResult], None]) -> None:
-        """Attack every trial; ``emit(key, trial, row, result)`` as each one finishes."""
-        per_trial = isinstance(self.model, list)
-        models = self.model if per_trial else [self.model] * len(self.part)
-        ready = [self.prepare(m, trial) for m, (_, trial) in zip(models, self.part)]
+    def model(self, name):
+        return self.models[name] if isinstance(self.models, dict) else self.models
+
+    def run(self, part: list[tuple[str, dict]], emit: Callable[[str, dict, dict, AttackResult], None]) -> None:
+        """Attack every trial of ``part`` (pending (key, trial) pairs of one model, or of any
+        models with ``per_trial_models``) in one engine call; ``emit(key, trial, row,
+        result)`` as each finishes."""
+        models = [self.model(t.get("model")) for _, t in part]
+        ready = [self.prepare(m, trial) for m, (_, trial) in zip(models, part)]
         keep_history, keep_image, extra, configs = (self.row_settings[k] for k in
                                                     ("keep_history", "keep_image", "extra", "configs"))
 
         def save(i: int, result: AttackResult) -> None:
-            key, trial = self.part[i]
+            key, trial = part[i]
             row = trial_row(result, ready[i].true_label, keep_history, keep_image)
             emit(key, trial, {**trial, **row, **(extra(result) if extra else {})}, result)
 
-        dlg_batch(self.model, [p.target for p in ready], image_shape=ready[0].truth.shape,
-                  num_classes=ready[0].target.grads[-1].shape[0], seeds=[t["seed"] for _, t in self.part],
-                  ground_truths=[p.truth for p in ready],
-                  attack=[(configs or {}).get(trial_attack(t), trial_attack(t)) for _, t in self.part],
+        dlg_batch(models if self.per_trial_models else models[0], [p.target for p in ready],
+                  image_shape=ready[0].truth.shape, num_classes=ready[0].target.grads[-1].shape[0],
+                  seeds=[t["seed"] for _, t in part], ground_truths=[p.truth for p in ready],
+                  attack=[(configs or {}).get(trial_attack(t), trial_attack(t)) for _, t in part],
                   on_result=save, **self.attack_settings)
 
-    def rows(self) -> list[tuple[str, dict, dict, AttackResult]]:
+    def rows(self, part: list[tuple[str, dict]]) -> list[tuple[str, dict, dict, AttackResult]]:
         """Every trial's (key, trial, row, result): what a Ray task sends back."""
         out = []
-        self.run(lambda *finished: out.append(finished))
+        self.run(part, lambda *finished: out.append(finished))
         return out
 
 
 def run_attacks(trials: Iterable[dict], models: nn.Module | dict[str, nn.Module],
                 prepare: Callable[[nn.Module, dict], Prepared], path: str | Path | None = None, *,
-                keep_history: bool = True, keep_image: bool = False, extra: Callable[[AttackResult], dict] | None = None,
+                keep_history: bool | Collection[int] = True, keep_image: bool = False, extra: Callable[[AttackResult], dict] | None = None,
                 chunk_size: int = 64, slice_size: int = 512, progress: bool | None = None,
                 on_result: Callable[[dict, AttackResult], None] | None = None,
                 configs: dict[str, AttackConfig] | None = None, per_trial_models: bool = False,
@@ -217,13 +229,11 @@ def run_attacks(trials: Iterable[dict], models: nn.Module | dict[str, nn.Module]
     by_model: dict = {}
     for key, trial in store.pending(trials):
         by_model.setdefault(None if per_trial_models else trial.get("model"), []).append((key, trial))
-    pick = lambda name: models[name] if isinstance(models, dict) else models
     size = chunk_size if executor == "ray" else slice_size
-    row_settings = dict(keep_history=keep_history, keep_image=keep_image, extra=extra, configs=configs)
-    attack_settings = dict(chunk_size=chunk_size, progress=progress if executor == "local" else False, **settings)
-    parts = [_Part([pick(t.get("model")) for _, t in group[lo:lo + size]] if per_trial_models else pick(name),
-                   group[lo:lo + size], prepare, row_settings, attack_settings)
-             for name, group in by_model.items() for lo in range(0, len(group), size)]
+    attacks = _Attacks(models, prepare, per_trial_models,
+                       dict(keep_history=keep_history, keep_image=keep_image, extra=extra, configs=configs),
+                       dict(chunk_size=chunk_size, progress=progress if executor == "local" else False, **settings))
+    parts = [group[lo:lo + size] for group in by_model.values() for lo in range(0, len(group), size)]
 
     def emit(key: str, trial: dict, row: dict, result: AttackResult) -> None:
         store.add(key, row)
@@ -232,11 +242,11 @@ def run_attacks(trials: Iterable[dict], models: nn.Module | dict[str, nn.Module]
 
     if executor == "local":
         for part in parts:
-            part.run(emit)
+            attacks.run(part, emit)
     else:
         show = progress_enabled() if progress is None else progress
         with tqdm(total=len(parts), desc="Ray tasks", disable=not show) as bar:
-            for _, finished in ray_map(_Part.rows, parts, resources):
+            for _, finished in ray_map(_Attacks.rows, parts, resources, shared=attacks):
                 for item in finished:
                     emit(*item)
                 bar.update(1)
@@ -244,7 +254,8 @@ def run_attacks(trials: Iterable[dict], models: nn.Module | dict[str, nn.Module]
 
 
 def attack_sweep(trials: Iterable[dict], models: nn.Module | dict[str, nn.Module], dataset: Dataset,
-                 path: str | Path | None = None, iterations: int | None = None, keep_history: bool = True,
+                 path: str | Path | None = None, iterations: int | None = None,
+                 keep_history: bool | Collection[int] = True,
                  chunk_size: int = 64, progress: bool | None = None, **settings) -> pd.DataFrame:
     """Attack every trial ``{"image", "seed", "defense"[, "attack"][, "model"]}`` through the
     batched engine (:func:`run_attacks` with :func:`dataset_target`), writing each trial's row

@@ -91,6 +91,13 @@ def test_per_trial_models_run_in_one_batch_with_the_same_results(samples, tmp_pa
     assert np.allclose(apart["grad_distance"], together["grad_distance"], rtol=1e-6)
 
 
+def test_keep_history_at_chosen_iterations(lenet, samples):
+    from dlg_utils.experiments import attack_sweep
+    rows = attack_sweep([{"image": 0, "seed": 0, "defense": "none"}], lenet, samples, iterations=4, keep_history=[0, 2],
+                        progress=False)
+    assert [h["iteration"] for h in rows["history"].iloc[0]] == [0, 2, 4]  # and the last
+
+
 def test_expand_histories_takes_any_record_column():
     import pandas as pd
     runs = pd.DataFrame([{"defense": "none", "curve": [{"epoch": 1, "acc": 0.5}, {"epoch": 2, "acc": 0.7}]},
