@@ -11,7 +11,6 @@ Seed 002 also compares DLG with iDLG, whose label is read off the gradient:
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -181,11 +180,11 @@ class SuccessStudy:
             lenet_chunk: int = 64, resnet_chunk: int = 20, progress: bool | None = None) -> pd.DataFrame:
         """Attack every trial (or those of ``only``) and store each row under ``folder``;
         stored trials are not run again. Rows with a ``success`` column."""
-        from .experiments import attack_sweep
+        from .experiments import attack_sweep, trial_key
         lenet, resnets = self.trials(len(data))
         if only is not None:
-            keep = {json.dumps(t, sort_keys=True) for t in only}
-            lenet, resnets = ([t for t in part if json.dumps(t, sort_keys=True) in keep] for part in (lenet, resnets))
+            keep = {trial_key(t) for t in only}
+            lenet, resnets = ([t for t in part if trial_key(t) in keep] for part in (lenet, resnets))
         lenet_path, resnet_path = self.paths(folder)
         parts = [attack_sweep(lenet, models, data, lenet_path, iterations=self.iterations, keep_history=False,
                               chunk_size=lenet_chunk, progress=progress)] if lenet else []

@@ -190,15 +190,15 @@ def trace(model: nn.Module, train_data: Dataset | Tensors, test_data: Tensors, e
     """Train as :func:`train` does and record each step's loss and, every ``every`` steps and
     at each epoch's end, the test accuracy with running and with batch BatchNorm statistics
     and the weight norm: where a run goes unstable, and whether BatchNorm is why."""
-    images = train_data[1] if isinstance(train_data, tuple) else to_tensors(train_data)[1]
-    per_epoch = -(-len(images) // train_kwargs.get("batch_size", 128))
+    n = len(train_data[1] if isinstance(train_data, tuple) else train_data)
+    batch = train_kwargs.get("batch_size", 128)
+    per_epoch, last_batch = -(-n // batch), n - (-(-n // batch) - 1) * batch
     normalize = train_kwargs.get("normalize")
     rows = []
 
     def record(step: int, loss: float, m: nn.Module) -> None:
-        row = {"step": step, "epoch_end": step % per_epoch == 0, "loss": loss,
-               "last_batch": len(images) - (per_epoch - 1) * train_kwargs.get("batch_size", 128)
-               if step % per_epoch == 0 else None}
+        end = step % per_epoch == 0
+        row = {"step": step, "epoch_end": end, "loss": loss, "last_batch": last_batch if end else None}
         if step % every == 0 or row["epoch_end"]:
             for mode in BATCHNORM_MODES:
                 row[f"accuracy_{mode}_bn"] = evaluate(m, test_data, normalize=normalize, batchnorm=mode)[1]

@@ -55,7 +55,7 @@ print(f"training set {len(train_t[1]):,}, test set {len(test_t[1]):,} images, on
 # %% [markdown]
 # ## 1. Why the earlier reduced run spiked
 #
-# The committed reduced run (10,000 training images, inputs in [0, 1], 6 epochs) dropped to 7%
+# The earlier reduced run (10,000 training images, inputs in [0, 1], 6 epochs) dropped to 7%
 # test accuracy at epoch 2 and spiked at the same epochs under every method. Traced step by step
 # over its first 3 epochs: each step's loss, the test accuracy every 5 steps with BatchNorm's
 # running statistics (eval mode, as reported) and with each test batch's own statistics (train

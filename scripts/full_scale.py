@@ -36,6 +36,7 @@ from typing import Callable
 import torch
 
 from dlg_utils.data import load_dataset
+from dlg_utils.experiments import load_rows
 from dlg_utils.frontier import DEFENSES, Setup, run_utility
 from dlg_utils.success import SuccessStudy
 from dlg_utils.training import FIG4_DEFENSES, TrainingSetting, defense_training, load_tensors
@@ -108,7 +109,7 @@ def fig4(scale: Scale, out: Path, budget: Budget, device: str, root: str | None)
             data.append(load_tensors(scale.fig4, device, root))
         defense_training(scale.fig4, [d], [s], out / "fig4.jsonl", device, data=data[0], progress=False)
 
-    done = {(json.loads(line)["defense"], json.loads(line)["seed"]) for line in _lines(out / "fig4.jsonl")}
+    done = {(r["defense"], r["seed"]) for r in load_rows(out / "fig4.jsonl")}
     for s in scale.fig4_seeds:
         for d in scale.fig4_defenses:
             if (d, s) not in done and not budget.run("fig4", f"{d} seed {s}", lambda: unit(d, s)):
@@ -141,7 +142,7 @@ def frontier(scale: Scale, out: Path, budget: Budget, device: str, root: str | N
 
 def benchmark(scale: Scale, out: Path, budget: Budget, device: str, root: str | None) -> None:
     path = out / "benchmark.jsonl"
-    done = {json.loads(line)["trials"] for line in _lines(path)}
+    done = {r["trials"] for r in load_rows(path)}
     for trials in scale.benchmark_trials:
         command = [sys.executable, str(ROOT / "benchmarks" / "batched_vs_sequential.py"), "--device", device,
                    "--trials", str(trials), "--iterations", str(scale.benchmark_iterations),
@@ -149,10 +150,6 @@ def benchmark(scale: Scale, out: Path, budget: Budget, device: str, root: str | 
         if trials not in done and not budget.run("benchmark", f"{trials} trials",
                                                  lambda: subprocess.run(command, check=True)):
             return
-
-
-def _lines(path: Path) -> list[str]:
-    return [line for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
 
 
 def main(argv: list[str] | None = None) -> int:
