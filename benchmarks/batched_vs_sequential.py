@@ -3,10 +3,12 @@ torch.optim.LBFGS), on the same trials in one process. Prints trials/s, time per
 the ratio, the success rate of each way and peak memory.
 
     python benchmarks/batched_vs_sequential.py --trials 64 --iterations 300
+    python benchmarks/batched_vs_sequential.py --trials 64 --iterations 100 --reference-trials 8 --compile
     python benchmarks/batched_vs_sequential.py --device cuda --trials 4096 --reference-trials 8 --json out.jsonl
 
 --reference-trials times the reference loop on the first k trials only (its time per trial
-does not depend on how many there are); --json appends the figures as one JSON line.
+does not depend on how many there are); --compile runs the batched way with
+dlg_batch(compile=True), its compile time included; --json appends the figures as one JSON line.
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from dlg_utils.reference import reference_dlg
 from dlg_utils.attack import dlg_batch, target_gradients
 from dlg_utils.data import load_dataset
 from dlg_utils.metrics import IMAGE_THRESHOLD, mse
+from dlg_utils.memory import keep_freed_memory
 from dlg_utils.models import LeNet, init_uniform_
 
 
@@ -50,6 +53,7 @@ def main() -> None:
                    help="torch.optim.LBFGS's line_search_fn, both ways (DLG uses none)")
     p.add_argument("--reference-trials", type=int, default=None,
                    help="run the reference loop on the first k trials only (default: all)")
+    p.add_argument("--compile", action="store_true", help="the batched run with dlg_batch(compile=True)")
     p.add_argument("--json", default=None, help="append the figures as a JSON line to this file")
     args = p.parse_args()
     if args.trials < 1 or args.iterations < 1:
@@ -57,6 +61,7 @@ def main() -> None:
     n_ref = min(args.trials, args.reference_trials or args.trials)
     line_search = None if args.line_search == "none" else args.line_search
     device = torch.device(args.device)
+    kept = keep_freed_memory()  # for both ways (the engine would set it for itself anyway)
 
     data = load_dataset("samples")
     torch.manual_seed(0)
@@ -66,7 +71,8 @@ def main() -> None:
     targets = [target_gradients(model, x, torch.tensor([data[i][1]], device=device)) for x, (i, _) in zip(xs, trials)]
     print(f"{args.trials} DLG trials (LeNet, 3x32x32 embedded images, {args.iterations} L-BFGS iterations, "
           f"line search {args.line_search}), "
-          f"{device}, {torch.get_num_threads()} threads, torch {torch.__version__}, {platform.machine()}")
+          f"{device}, {torch.get_num_threads()} threads, torch {torch.__version__}, {platform.machine()}, "
+          f"malloc keeps freed memory: {kept}")
 
     reset_peak()
     if device.type == "cuda":
@@ -88,7 +94,7 @@ def main() -> None:
     start = time.perf_counter()
     results = dlg_batch(model, targets, image_shape=xs[0].shape, num_classes=100, iterations=args.iterations,
                         seeds=[s for _, s in trials], chunk_size=args.chunk_size, snapshot_every=0, progress=False,
-                        line_search_fn=line_search)
+                        line_search_fn=line_search, compile=args.compile)
     if device.type == "cuda":
         torch.cuda.synchronize()
     bat = time.perf_counter() - start
@@ -97,16 +103,18 @@ def main() -> None:
 
     mem = "peak GPU memory" if device.type == "cuda" else "peak resident memory"
     T, n = args.trials, args.iterations
-    print(f"{'way':<22}{'trials':>7}{'seconds':>9}{'trials/s':>10}{'ms/iteration/trial':>20}{'success':>9}{mem:>22}")
-    print(f"{'one at a time':<22}{n_ref:7d}{seq:9.1f}{n_ref / seq:10.3f}{1e3 * seq / (n_ref * n):20.2f}"
+    print(f"{'way':<30}{'trials':>7}{'seconds':>9}{'trials/s':>10}{'ms/iteration/trial':>20}{'success':>9}{mem:>22}")
+    print(f"{'one at a time':<30}{n_ref:7d}{seq:9.1f}{n_ref / seq:10.3f}{1e3 * seq / (n_ref * n):20.2f}"
           f"{ok_seq / n_ref:9.2f}{seq_mem:19.0f} MB")
-    print(f"{'batched (chunk ' + str(args.chunk_size) + ')':<22}{T:7d}{bat:9.1f}{T / bat:10.3f}{1e3 * bat / (T * n):20.2f}"
+    label = f"batched (chunk {args.chunk_size}{', compiled' if args.compile else ''})"
+    print(f"{label:<30}{T:7d}{bat:9.1f}{T / bat:10.3f}{1e3 * bat / (T * n):20.2f}"
           f"{ok_bat / T:9.2f}{bat_mem:19.0f} MB")
     ratio = (T / bat) / (n_ref / seq)
     print(f"throughput ratio: {ratio:.1f}x")
     if args.json:
         with open(args.json, "a") as f:
-            f.write(json.dumps({"trials": T, "iterations": n, "chunk_size": args.chunk_size, "device": str(device),
+            f.write(json.dumps({"trials": T, "iterations": n, "chunk_size": args.chunk_size, "compile": args.compile,
+                                "device": str(device),
                                 "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
                                 "threads": torch.get_num_threads(), "torch": torch.__version__,
                                 "reference_trials": n_ref, "reference_seconds": seq, "batched_seconds": bat,

@@ -98,7 +98,8 @@ def _as_shared(target) -> SharedGradient:
 def dlg_batch(models: nn.Module | Sequence[nn.Module], targets: Sequence, *, image_shape: Sequence[int],
               num_classes: int, labels=None, seeds: Sequence[int] | int = 0, ground_truths=None,
               attack: str | AttackConfig | Sequence = "dlg", chunk_size: int = 64, progress: bool | None = None,
-              on_result: Callable[[int, AttackResult], None] | None = None, **settings) -> list[AttackResult]:
+              on_result: Callable[[int, AttackResult], None] | None = None, compile: bool = False,
+              **settings) -> list[AttackResult]:
     """Run T = len(targets) independent attack trials at once; returns one
     :class:`AttackResult` per trial. With the default ``attack="dlg"`` each is the same (to
     floating-point tolerance) as a separate DLG run with ``torch.optim.LBFGS``.
@@ -113,7 +114,11 @@ def dlg_batch(models: nn.Module | Sequence[nn.Module], targets: Sequence, *, ima
     override the attack's (``iterations``, ``max_iter``, ``distance``, ``line_search_fn``,
     ``restarts``...). Trials run ``chunk_size`` at a time (restarts count as trials);
     finished trials leave the batch, and ``on_result(index, result)`` is called as each one
-    finishes (to save it at once).
+    finishes (to save it at once). ``compile``: evaluate each chunk as one ``torch.compile``'d
+    graph of all its trials (the same values to float tolerance; measured 1.5x faster
+    evaluations for 64 LeNet trials on 2 CPU cores, after a compile of 5-20 s per chunk shape);
+    attacks that apply a defense per trial (``straight_through``, ``redraw_defense``) run
+    uncompiled.
     """
     T = len(targets)
     if T == 0:
@@ -151,7 +156,9 @@ def dlg_batch(models: nn.Module | Sequence[nn.Module], targets: Sequence, *, ima
                     if on_result is not None:
                         on_result(t, results[t])
 
-            Chunk(None if model_list else models, part, image_shape, num_classes, config).run(bar, done)
+            compiled = compile and not (config.straight_through or config.redraw_defense)
+            Chunk(None if model_list else models, part, image_shape, num_classes, config,
+                  compile=compiled).run(bar, done)
     bar.close()
     return results
 

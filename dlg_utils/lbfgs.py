@@ -121,8 +121,16 @@ class BatchedLBFGS:
         self.d, self.t = z(T, n), z(T)
         self.prev_flat_grad, self.prev_loss = z(T, n), z(T)
         self.H_diag = torch.ones(T, dtype=x0.dtype, device=x0.device)
-        self.old_dirs, self.old_stps, self.ro = z(T, history_size, n), z(T, history_size, n), z(T, history_size)
-        self.SY = z(T, history_size, history_size)  # SY[a, b] = s_a . y_b over buffer slots
+        # The history: steps s in slots [0, H) and gradient changes y in [H, 2H) of one ring
+        # buffer, so that one pass over it gives every s.v and y.v. Its inner products are
+        # kept in logical order (0 = oldest), zero beyond each trial's history.
+        self.hist = z(T, 2 * history_size, n)
+        self.old_stps, self.old_dirs = self.hist[:, :history_size], self.hist[:, history_size:]
+        self.ro = z(T, history_size)                 # 1 / (y_i . s_i)
+        self.SY = z(T, history_size, history_size)  # SY[i, j] = s_i . y_j
+        self.YY = z(T, history_size, history_size)  # YY[i, j] = y_i . y_j
+        self.Pg = z(T, 2 * history_size)             # [S; Y] . prev_flat_grad
+        self.Yd = z(T, history_size)                 # Y . d, the direction last taken
         self.hist_len = z(T, dtype=torch.long)
         self.hist_start = z(T, dtype=torch.long)
         self.total_iter = z(T, dtype=torch.long)   # state['n_iter']
@@ -190,57 +198,77 @@ class BatchedLBFGS:
                 go_on[i] = True
         return go_on
 
-    def _push(self, idx: torch.Tensor, y: torch.Tensor, s: torch.Tensor, ys: torch.Tensor) -> None:
-        """Append (y, s, 1/ys) to the histories of trials ``idx``, dropping the oldest when full."""
+    def _logical(self, P: torch.Tensor) -> torch.Tensor:
+        """[T, 2H] values per ring-buffer slot of [S; Y] -> logical order (oldest first)."""
+        H = self.history_size
+        perm = (self.hist_start[:, None] + torch.arange(H, device=P.device)) % H
+        return torch.cat([torch.gather(P[:, :H], 1, perm), torch.gather(P[:, H:], 1, perm)], 1)
+
+    def _push(self, idx: torch.Tensor, y: torch.Tensor, s: torch.Tensor, ys: torch.Tensor, P: torch.Tensor,
+              g: torch.Tensor) -> None:
+        """Append (y, s, 1/ys) to the histories of trials ``idx``, dropping the oldest when full,
+        and keep the inner products and ``P`` = [S; Y] . g current without reading the history:
+        s_i.y = s_i.g - s_i.g_prev and y_i.s = t y_i.d (``Pg``, ``Yd``: kept from the last step)."""
         H = self.history_size
         full = self.hist_len[idx] == H
         slot = torch.where(full, self.hist_start[idx], (self.hist_start[idx] + self.hist_len[idx]) % H)
+        if full.any():  # the oldest pair leaves: every logical position moves down by one
+            f = idx[full]
+            shift = lambda v: torch.cat([v[..., 1:], torch.zeros_like(v[..., :1])], -1)
+            shift2 = lambda M: shift(torch.cat([M[:, 1:], torch.zeros_like(M[:, :1])], 1))
+            self.ro[f], self.Yd[f] = shift(self.ro[f]), shift(self.Yd[f])
+            self.SY[f], self.YY[f] = shift2(self.SY[f]), shift2(self.YY[f])
+            for v in (self.Pg, P):
+                v[f] = torch.cat([shift(v[f, :H]), shift(v[f, H:])], 1)
+        pos = torch.where(full, H - 1, self.hist_len[idx])
+        valid = (torch.arange(H, device=idx.device) < pos[:, None]).to(s.dtype)
         self.old_dirs[idx, slot] = y[idx]
         self.old_stps[idx, slot] = s[idx]
-        self.ro[idx, slot] = 1.0 / ys[idx]
-        # keep the Gram matrix S Y^T current: the new row (s_new . y_b) and column (s_a . y_new)
-        self.SY[idx, slot] = _matvec(self.old_dirs, s)[idx]
-        self.SY[idx, :, slot] = _matvec(self.old_stps, y)[idx]
+        self.ro[idx, pos] = 1.0 / ys[idx]
+        self.SY[idx, pos] = self.Yd[idx] * self.t[idx, None] * valid        # s_new . y_j
+        self.SY[idx, :, pos] = (P[idx, :H] - self.Pg[idx, :H]) * valid       # s_i . y_new
+        self.SY[idx, pos, pos] = ys[idx]
+        self.YY[idx, pos] = self.YY[idx, :, pos] = (P[idx, H:] - self.Pg[idx, H:]) * valid
+        self.YY[idx, pos, pos] = (y[idx] * y[idx]).sum(-1)
+        P[idx, pos] = (s[idx] * g[idx]).sum(-1)
+        P[idx, H + pos] = (y[idx] * g[idx]).sum(-1)
         self.hist_start[idx] = torch.where(full, (self.hist_start[idx] + 1) % H, self.hist_start[idx])
         self.hist_len[idx] = torch.where(full, self.hist_len[idx], self.hist_len[idx] + 1)
 
-    def _two_loop(self, g: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        """The direction of LBFGS's two-loop recursion, -H g, for every trial.
+    def _two_loop(self, g: torch.Tensor, rows: torch.Tensor, P: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The direction of LBFGS's two-loop recursion, -H g, for every trial, and Y . d.
 
         The recursion's coefficients al_i = ro_i s_i.q and be_i = ro_i y_i.r depend on the
-        earlier ones only through the inner products s_i.y_j, so each loop is one triangular
-        solve (forward substitution = the loop itself) over the Gram matrix, and q, r and d are
-        three matrix products: the same recursion, evaluated in a different order.
+        earlier ones only through inner products, so each loop is one triangular solve
+        (forward substitution = the loop itself) over S.Y and Y.Y, and the direction
+        d = -H_diag g + S^T (al - be) - H_diag Y^T al is one pass over the history (``P`` =
+        [S; Y] . g, logical order, was the other): the same recursion in a different order.
+        Positions beyond a trial's history have ro = 0, hence al = be = 0.
         """
-        H = self.history_size
-        dirs, stps, H_diag = self.old_dirs, self.old_stps, self.H_diag
-        num_old = torch.where(rows, self.hist_len, 0)
-        m = int(num_old.max())
+        H, H_diag = self.history_size, self.H_diag[:, None]
+        m = int(torch.where(rows, self.hist_len, 0).max())
         if m == 0:
-            return -g * H_diag[:, None]
-        pos = torch.arange(m, device=g.device)
-        perm = (self.hist_start[:, None] + pos) % H           # logical position -> slot
-        valid = pos < num_old[:, None]
-        take = lambda v: torch.gather(v, 1, perm)                 # [T, H] slot order -> [T, m]
-        ro = torch.where(valid, take(self.ro), 0.0)
-        SY = torch.gather(torch.gather(self.SY, 1, perm[:, :, None].expand(-1, -1, H)), 2,
-                          perm[:, None, :].expand(-1, m, -1))
-        SY = torch.where(valid[:, :, None] & valid[:, None, :], SY, 0.0)
-        eye = torch.eye(m, dtype=g.dtype, device=g.device)
-        to_slots = lambda v: torch.zeros(len(g), H, dtype=g.dtype, device=g.device).scatter(1, perm, v)
-        # first loop, newest to oldest: al_i = ro_i (-s_i.g - sum_{j>i} al_j s_i.y_j)
-        Sg = take(_matvec(stps, g))
-        upper = eye + ro[:, :, None] * torch.triu(SY, diagonal=1)
-        al = torch.linalg.solve_triangular(upper, (-ro * Sg)[:, :, None], upper=True).squeeze(-1)
-        q = -g - torch.bmm(to_slots(al)[:, None, :], dirs).squeeze(1)
-        r = q * H_diag[:, None]
-        # second loop, oldest to newest: be_i = ro_i (y_i.r + sum_{j<i} (al_j - be_j) s_j.y_i)
-        Yr = take(_matvec(dirs, r))
-        L = torch.tril(SY.transpose(1, 2), diagonal=-1)           # L[i, j] = s_j.y_i for j < i
-        lower = eye + ro[:, :, None] * L
-        rhs = ro * (Yr + torch.bmm(L, al[:, :, None]).squeeze(-1))
-        be = torch.linalg.solve_triangular(lower, rhs[:, :, None], upper=False).squeeze(-1)
-        return r + torch.bmm(to_slots(al - be)[:, None, :], stps).squeeze(1)
+            return -g * H_diag, torch.zeros_like(self.Yd)
+        column = lambda M, v: torch.bmm(M, v[:, :, None]).squeeze(-1)
+        ro, SY, YY = self.ro[:, :m], self.SY[:, :m, :m], self.YY[:, :m, :m]
+        # first loop, newest to oldest: al_i = ro_i (-s_i.g - sum_{j>i} al_j s_i.y_j), i.e.
+        # (I + ro triu(S.Y, 1)) al = -ro S.g (the solve reads only the strict upper triangle)
+        al = torch.linalg.solve_triangular(ro[:, :, None] * SY, (-ro * P[:, :m])[:, :, None], upper=True,
+                                           unitriangular=True).squeeze(-1)
+        # q = -g - Y^T al and r = H_diag q, so y_i.r = H_diag (-y_i.g - sum_j al_j y_i.y_j)
+        Yr = -H_diag * (P[:, H:H + m] + column(YY, al))
+        # second loop, oldest to newest: be_i = ro_i (y_i.r + sum_{j<i} (al_j - be_j) s_j.y_i);
+        # u = al - be solves (I + ro tril(Y.S, -1)) u = al - ro Y.r
+        u = torch.linalg.solve_triangular(ro[:, :, None] * SY.transpose(1, 2), (al - ro * Yr)[:, :, None],
+                                          upper=False, unitriangular=True).squeeze(-1)
+        c_s, c_y = u, -H_diag * al
+        slots = (self.hist_start[:, None] + torch.arange(m, device=g.device)) % H
+        coef = torch.zeros(len(g), 2 * H, dtype=g.dtype, device=g.device)
+        coef.scatter_(1, slots, c_s).scatter_(1, H + slots, c_y)
+        d = torch.baddbmm(-H_diag[:, :, None] * g[:, None, :], coef[:, None, :], self.hist).squeeze(1)
+        Yd = torch.zeros_like(self.Yd)
+        Yd[:, :m] = (Yr + column(SY.transpose(1, 2), u)) * (ro != 0)  # Y.d = Y.r + Y.S u
+        return d, Yd
 
     def _iterate(self, go: torch.Tensor, g: torch.Tensor) -> None:
         """One pass of the body of LBFGS.step's while loop for the trials in ``go``."""
@@ -253,15 +281,21 @@ class BatchedLBFGS:
             s = self.d * self.t[:, None]
             ys = (y * s).sum(-1)
             push = later & (ys > 1e-10)
+            P = self._logical(_matvec(self.hist, g))  # the first of the two passes over the history
             if push.any():
-                self._push(push.nonzero().squeeze(1), y, s, ys)
+                self._push(push.nonzero().squeeze(1), y, s, ys, P, g)
                 self.H_diag = torch.where(push, ys / (y * y).sum(-1), self.H_diag)
-            self.d = torch.where(later[:, None], self._two_loop(g, later), self.d)
+            d, Yd = self._two_loop(g, later, P)
+            self.d = torch.where(later[:, None], d, self.d)
+            self.Yd = torch.where(later[:, None], Yd, self.Yd)
+            self.Pg = torch.where(later[:, None], P, self.Pg)
         if first.any():
             self.d = torch.where(first[:, None], -g, self.d)
             self.hist_len = torch.where(first, 0, self.hist_len)
             self.hist_start = torch.where(first, 0, self.hist_start)
             self.H_diag = torch.where(first, 1.0, self.H_diag)
+            for v in (self.ro, self.SY, self.YY, self.Pg, self.Yd):  # an empty history
+                v[first] = 0
         self.prev_flat_grad = torch.where(go[:, None], g, self.prev_flat_grad)
         self.prev_loss = torch.where(go, self.loss, self.prev_loss)
         t_first = torch.clamp(1.0 / g.abs().sum(-1), max=1.0) * self.lr

@@ -26,6 +26,10 @@ class Targets:
     high: list[torch.Tensor]
 
     def select(self, idx: torch.Tensor) -> "Targets":
+        """The targets of trials ``idx`` (itself, not a copy, when ``idx`` is every trial in order)."""
+        T = len(self.grads[0]) if self.grads else 0
+        if len(idx) == T and bool((idx == torch.arange(T, device=idx.device)).all()):
+            return self
         return Targets(*([t[idx] for t in part] for part in (self.grads, self.low, self.high)))
 
 
@@ -37,9 +41,32 @@ def _flat(t: torch.Tensor) -> torch.Tensor:
     return t.flatten(1)
 
 
+class _SquaredDistance(torch.autograd.Function):
+    """sum((d - t)^2) per trial with one product in the backward pass (autograd's own
+    ``(d - t) ** 2`` makes several passes over the per-trial gradients, the largest tensors of
+    a batched attack). Works under torch.func transforms and torch.compile."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(d, t):
+        diff = d - t
+        return torch.linalg.vector_norm(diff.flatten(1), dim=1) ** 2, diff
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.mark_non_differentiable(output[1])
+        ctx.save_for_backward(output[1])
+
+    @staticmethod
+    def backward(ctx, grad, _):
+        diff, = ctx.saved_tensors
+        return diff * (2 * grad).view(-1, *[1] * (diff.dim() - 1)), None
+
+
 def l2(dummy: Tensors, target: Targets) -> torch.Tensor:
     """DLG's distance: sum over layers of the squared differences."""
-    return _sum(_flat((d - t) ** 2).sum(1) for d, t in zip(dummy, target.grads))
+    return _sum(_SquaredDistance.apply(d, t)[0] for d, t in zip(dummy, target.grads))
 
 
 def l1(dummy: Tensors, target: Targets) -> torch.Tensor:
