@@ -16,7 +16,8 @@ Studies (--studies, in this order):
              1200 L-BFGS iterations, DLG and iDLG
   frontier   the privacy-utility frontier's utility side for ResNet-18: 17 defenses x 3 seeds,
              8 epochs on all of Fashion-MNIST
-  benchmark  the batched engine against the reference loop on the device (LeNet, 300 its)
+  benchmark  the batched engine against the reference loop on the device (LeNet, 300 its,
+             64 to 4,096 trials, eager and compile=True)
 
 Notebooks 4, 6 and 7 show these results when --out is results/full_scale and a study is
 complete. Fashion-MNIST comes from --data-root (torchvision's layout, or Debian's gz files).
@@ -57,12 +58,13 @@ class Scale:
     frontier: Setup
     benchmark_trials: tuple[int, ...]
     benchmark_iterations: int
+    benchmark_compile: tuple[bool, ...] = (False,)
 
 
 def full() -> Scale:
     return Scale(fig4=TrainingSetting(), fig4_seeds=(0, 1, 2), fig4_defenses=FIG4_DEFENSES, seed002=SuccessStudy(),
                  lenet_slice=500, frontier=Setup(models=("resnet18",), defenses=DEFENSES),
-                 benchmark_trials=(64, 256, 1024, 4096), benchmark_iterations=300)
+                 benchmark_trials=(64, 256, 1024, 4096), benchmark_iterations=300, benchmark_compile=(False, True))
 
 
 def tiny() -> Scale:
@@ -142,14 +144,16 @@ def frontier(scale: Scale, out: Path, budget: Budget, device: str, root: str | N
 
 def benchmark(scale: Scale, out: Path, budget: Budget, device: str, root: str | None) -> None:
     path = out / "benchmark.jsonl"
-    done = {r["trials"] for r in load_rows(path)}
-    for trials in scale.benchmark_trials:
-        command = [sys.executable, str(ROOT / "benchmarks" / "batched_vs_sequential.py"), "--device", device,
-                   "--trials", str(trials), "--iterations", str(scale.benchmark_iterations),
-                   "--chunk-size", str(trials), "--reference-trials", str(min(trials, 8)), "--json", str(path)]
-        if trials not in done and not budget.run("benchmark", f"{trials} trials",
-                                                 lambda: subprocess.run(command, check=True)):
-            return
+    done = {(r["trials"], r.get("compile", False)) for r in load_rows(path)}
+    for compile in scale.benchmark_compile:
+        for trials in scale.benchmark_trials:
+            command = [sys.executable, str(ROOT / "benchmarks" / "batched_vs_sequential.py"), "--device", device,
+                       "--trials", str(trials), "--iterations", str(scale.benchmark_iterations),
+                       "--chunk-size", str(trials), "--reference-trials", str(min(trials, 8)), "--json", str(path)]
+            name = f"{trials} trials{', compiled' if compile else ''}"
+            if (trials, compile) not in done and not budget.run(
+                    "benchmark", name, lambda: subprocess.run(command + ["--compile"] * compile, check=True)):
+                return
 
 
 def main(argv: list[str] | None = None) -> int:
