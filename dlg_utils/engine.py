@@ -233,7 +233,6 @@ class Chunk:
     def __init__(self, model: nn.Module | None, trials: list[Trial], image_shape: Sequence[int],
                  num_classes: int, config: AttackConfig, compile: bool = False):
         self.config, self.trials, T = config, trials, len(trials)
-        self._compiled = None
         self.per_trial = model is None
         base = _batchnorm_without_running_stats(trials[0].model if self.per_trial else model)
         named = [(n, p) for n, p in base.named_parameters() if p.requires_grad]

@@ -1,5 +1,6 @@
 """The batched engine against torch.optim.LBFGS: same algorithm, trial by trial."""
 import copy
+import shutil
 
 import pytest
 import torch
@@ -177,6 +178,7 @@ def test_dlg_batch_equals_reference_dlg(double_lenet):
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(shutil.which("g++") is None, reason="torch.compile's CPU backend builds C++")
 def test_compiled_engine_equals_reference_dlg(double_lenet):
     """compile=True (one torch.compile'd graph per chunk, every trial evaluated) follows the
     reference as the eager engine does; an attack with a per-trial defense runs uncompiled."""
