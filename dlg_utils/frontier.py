@@ -129,10 +129,12 @@ def attacked_model(setup: Setup, name: str, dataset) -> nn.Module:
 
 
 def run_privacy(setup: Setup, dataset, path: str | Path | None, progress: bool | None = None,
-                chunk_size: int = 48, executor: str = "local", resources: dict | None = None) -> pd.DataFrame:
+                chunk_size: int = 48, executor: str = "local", resources: dict | None = None,
+                compile: bool = False) -> pd.DataFrame:
     """Attack every privacy trial, each attack at its iterations, storing each row (and, for
     :attr:`Setup.image_seeds`, the 8-bit reconstruction) as it finishes. ``executor="ray"``
-    runs each chunk of trials as a Ray task (:func:`~dlg_utils.experiments.run_attacks`)."""
+    runs each chunk of trials as a Ray task (:func:`~dlg_utils.experiments.run_attacks`);
+    ``compile`` evaluates each chunk as one torch.compile'd graph (:func:`~dlg_utils.attack.dlg_batch`)."""
     frames = []
     for name in setup.models:
         spec = MODELS[name]
@@ -144,7 +146,7 @@ def run_privacy(setup: Setup, dataset, path: str | Path | None, progress: bool |
                 mine, model, lambda m, t: dataset_target(m, dataset, t), path, keep_history=False,
                 extra=lambda r: _image_columns(r, setup.image_seeds), progress=progress, chunk_size=chunk_size,
                 label_source=spec.label_source, iterations=attack_iterations(setup, attack),
-                executor=executor, resources=resources))
+                executor=executor, resources=resources, compile=compile))
     return pd.concat(frames, ignore_index=True)
 
 

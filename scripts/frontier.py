@@ -37,6 +37,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="an existing Ray cluster (e.g. auto, or ray://host:10001); default: a local Ray")
     parser.add_argument("--task-cpus", type=float, default=1, help="CPUs per Ray task (default 1)")
     parser.add_argument("--task-gpus", type=float, default=0, help="GPUs per Ray task (default 0)")
+    parser.add_argument("--compile", action="store_true",
+                        help="evaluate each chunk of attack trials as one torch.compile'd graph")
     args = parser.parse_args(argv)
     resources = {"num_cpus": args.task_cpus, **({"num_gpus": args.task_gpus} if args.task_gpus else {})}
     if args.executor == "ray":
@@ -63,7 +65,8 @@ def main(argv: list[str] | None = None) -> None:
         for defense in setup.defenses:  # one defense at a time, so a budget can stop between them
             if over():
                 break
-            run_privacy(dataclasses.replace(setup, defenses=(defense,)), images, out / "frontier_privacy.jsonl", **ray_kw)
+            run_privacy(dataclasses.replace(setup, defenses=(defense,)), images, out / "frontier_privacy.jsonl",
+                        compile=args.compile, **ray_kw)
     if args.part in ("utility", "all"):
         train, test = load_dataset("fashion-mnist"), load_dataset("fashion-mnist", train=False)
         for defense in setup.defenses:

@@ -198,6 +198,13 @@ def test_compiled_engine_equals_reference_dlg(double_lenet):
     ran = dlg_batch(model, targets[:1], image_shape=xs[0].shape, num_classes=100, attack=config, compile=True,
                     progress=False)
     assert len(ran[0].history) == 2
+    # the defense-aware attacker (box distance, signed Adam, TV prior, box): compiled = eager
+    shared = [shared_gradient(model, x, y, "uniform:8") for x, y in zip(xs[:2], ys[:2])]
+    runs = [dlg_batch(model, shared, image_shape=xs[0].shape, num_classes=100, attack="adaptive", iterations=10,
+                      seeds=[0, 1], progress=False, compile=c) for c in (False, True)]
+    for eager, compiled in zip(*runs):
+        assert torch.allclose(torch.tensor(compiled.history["grad_distance"].tolist()),
+                              torch.tensor(eager.history["grad_distance"].tolist()), rtol=1e-9)
 
 
 def test_dlg_batch_with_strong_wolfe_equals_reference_dlg(double_lenet):
