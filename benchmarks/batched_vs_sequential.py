@@ -5,6 +5,7 @@ the ratio, the success rate of each way and peak memory.
     python benchmarks/batched_vs_sequential.py --trials 64 --iterations 300
     python benchmarks/batched_vs_sequential.py --trials 64 --iterations 100 --reference-trials 8 --compile
     python benchmarks/batched_vs_sequential.py --device cuda --trials 4096 --reference-trials 8 --json out.jsonl
+    python benchmarks/batched_vs_sequential.py --device cuda --model resnet18 --trials 256 --iterations 20 --reference-trials 2
 
 --reference-trials times the reference loop on the first k trials only (its time per trial
 does not depend on how many there are); --compile runs the batched way with
@@ -25,7 +26,7 @@ from dlg_utils.attack import dlg_batch, target_gradients
 from dlg_utils.data import load_dataset
 from dlg_utils.metrics import IMAGE_THRESHOLD, mse
 from dlg_utils.memory import keep_freed_memory
-from dlg_utils.models import LeNet, init_uniform_
+from flops import build  # the benchmarks' models (this script's folder is on sys.path)
 
 
 def peak_rss_mb() -> float:
@@ -45,6 +46,8 @@ def reset_peak() -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", choices=["lenet", "resnet18"], default="lenet",
+                   help="DLG's LeNet (uniform init) or ResNet-18 in eval mode, 100 classes, as benchmarks/flops.py")
     p.add_argument("--trials", type=int, default=64)
     p.add_argument("--iterations", type=int, default=300)
     p.add_argument("--chunk-size", type=int, default=64)
@@ -64,12 +67,11 @@ def main() -> None:
     kept = keep_freed_memory()  # for both ways (the engine would set it for itself anyway)
 
     data = load_dataset("samples")
-    torch.manual_seed(0)
-    model = init_uniform_(LeNet(3, 100, 32)).to(device)
+    model = build(args.model, device)
     trials = [(i % len(data), i) for i in range(args.trials)]  # (image, seed)
     xs = [data[i][0][None].to(device) for i, _ in trials]
     targets = [target_gradients(model, x, torch.tensor([data[i][1]], device=device)) for x, (i, _) in zip(xs, trials)]
-    print(f"{args.trials} DLG trials (LeNet, 3x32x32 embedded images, {args.iterations} L-BFGS iterations, "
+    print(f"{args.trials} DLG trials ({'LeNet' if args.model == 'lenet' else 'ResNet-18'}, 3x32x32 embedded images, {args.iterations} L-BFGS iterations, "
           f"line search {args.line_search}), "
           f"{device}, {torch.get_num_threads()} threads, torch {torch.__version__}, {platform.machine()}, "
           f"malloc keeps freed memory: {kept}")
@@ -113,7 +115,8 @@ def main() -> None:
     print(f"throughput ratio: {ratio:.1f}x")
     if args.json:
         with open(args.json, "a") as f:
-            f.write(json.dumps({"trials": T, "iterations": n, "chunk_size": args.chunk_size, "compile": args.compile,
+            f.write(json.dumps({"model": args.model, "trials": T, "iterations": n, "chunk_size": args.chunk_size,
+                                "compile": args.compile,
                                 "device": str(device),
                                 "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
                                 "threads": torch.get_num_threads(), "torch": torch.__version__,

@@ -17,7 +17,7 @@ Studies (--studies, in this order):
   frontier   the privacy-utility frontier's utility side for ResNet-18: 17 defenses x 3 seeds,
              8 epochs on all of Fashion-MNIST
   benchmark  the batched engine against the reference loop on the device (LeNet, 300 its,
-             64 to 4,096 trials, eager and compile=True)
+             64 to 4,096 trials, eager and compile=True; ResNet-18, 20 its, 8 to 256 trials)
 
 Notebooks 4, 6 and 7 show these results when --out is results/full_scale and a study is
 complete. Fashion-MNIST comes from --data-root (torchvision's layout, or Debian's gz files).
@@ -59,12 +59,15 @@ class Scale:
     benchmark_trials: tuple[int, ...]
     benchmark_iterations: int
     benchmark_compile: tuple[bool, ...] = (False,)
+    benchmark_resnet_trials: tuple[int, ...] = ()
+    benchmark_resnet_iterations: int = 20
 
 
 def full() -> Scale:
     return Scale(fig4=TrainingSetting(), fig4_seeds=(0, 1, 2), fig4_defenses=FIG4_DEFENSES, seed002=SuccessStudy(),
                  lenet_slice=500, frontier=Setup(models=("resnet18",), defenses=DEFENSES),
-                 benchmark_trials=(64, 256, 1024, 4096), benchmark_iterations=300, benchmark_compile=(False, True))
+                 benchmark_trials=(64, 256, 1024, 4096), benchmark_iterations=300, benchmark_compile=(False, True),
+                 benchmark_resnet_trials=(8, 64, 256), benchmark_resnet_iterations=20)
 
 
 def tiny() -> Scale:
@@ -74,7 +77,8 @@ def tiny() -> Scale:
                                       resnet_iterations=1, resnet_max_iter=2),
                  lenet_slice=4, frontier=Setup(models=("resnet18",), defenses=("none", "uniform:8"), train_seeds=(0,),
                                                epochs=1, train_subset=256, test_subset=256),
-                 benchmark_trials=(2,), benchmark_iterations=2)
+                 benchmark_trials=(2,), benchmark_iterations=2, benchmark_resnet_trials=(2,),
+                 benchmark_resnet_iterations=1)
 
 
 class Budget:
@@ -144,16 +148,30 @@ def frontier(scale: Scale, out: Path, budget: Budget, device: str, root: str | N
 
 def benchmark(scale: Scale, out: Path, budget: Budget, device: str, root: str | None) -> None:
     path = out / "benchmark.jsonl"
-    done = {(r["trials"], r.get("compile", False)) for r in load_rows(path)}
-    for compile in scale.benchmark_compile:
-        for trials in scale.benchmark_trials:
-            command = [sys.executable, str(ROOT / "benchmarks" / "batched_vs_sequential.py"), "--device", device,
-                       "--trials", str(trials), "--iterations", str(scale.benchmark_iterations),
-                       "--chunk-size", str(trials), "--reference-trials", str(min(trials, 8)), "--json", str(path)]
-            name = f"{trials} trials{', compiled' if compile else ''}"
-            if (trials, compile) not in done and not budget.run(
-                    "benchmark", name, lambda: subprocess.run(command + ["--compile"] * compile, check=True)):
-                return
+    done = {(r.get("model", "lenet"), r["trials"], r.get("compile", False)) for r in load_rows(path)}
+    units = [("lenet", t, scale.benchmark_iterations, c) for c in scale.benchmark_compile for t in scale.benchmark_trials]
+    units += [("resnet18", t, scale.benchmark_resnet_iterations, False) for t in scale.benchmark_resnet_trials]
+    for model, trials, iterations, compile in units:
+        if (model, trials, compile) in done:
+            continue
+        command = [sys.executable, str(ROOT / "benchmarks" / "batched_vs_sequential.py"), "--device", device,
+                   "--model", model, "--trials", str(trials), "--iterations", str(iterations),
+                   "--chunk-size", str(trials), "--reference-trials", str(min(trials, 8 if model == "lenet" else 2)),
+                   "--json", str(path)] + ["--compile"] * compile
+        unit = dict(model=model, trials=trials, compile=compile)
+        if not budget.run("benchmark", f"{model} {trials} trials{', compiled' if compile else ''}",
+                          lambda: _run_benchmark(command, path, unit)):
+            return
+
+
+def _run_benchmark(command: list[str], path: Path, unit: dict) -> None:
+    """One benchmark run; a failure (out of memory, say) is stored as a row with its error, so
+    that the study goes on and a re-run does not repeat it."""
+    run = subprocess.run(command, capture_output=True, text=True)
+    print(run.stdout, end="")
+    if run.returncode:
+        with open(path, "a") as f:
+            f.write(json.dumps({**unit, "error": f"exit status {run.returncode}", "stderr": run.stderr[-2000:]}) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:

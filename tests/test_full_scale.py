@@ -36,7 +36,7 @@ def test_tiny_full_scale_in_slices(tmp_path, capsys):
     assert "all done" in capsys.readouterr().out
     scale = full_scale.tiny()
     lenet, resnets = scale.seed002.trials(32)
-    expected = {"fig4.jsonl": 2, "benchmark.jsonl": 1, "frontier_utility.jsonl": 2,
+    expected = {"fig4.jsonl": 2, "benchmark.jsonl": 2, "frontier_utility.jsonl": 2,
                 f"success_lenet_samples_{scale.seed002.iterations}.jsonl": len(lenet),
                 f"success_resnet_samples_{scale.seed002.resnet_iterations}.jsonl": len(resnets)}
     assert counts(out) == expected
@@ -44,8 +44,9 @@ def test_tiny_full_scale_in_slices(tmp_path, capsys):
     assert {(r["defense"], r["seed"]) for r in fig4} == {("none", 0), ("uniform:16", 0)}
     assert all(len(r["curve"]) == 1 and 0 <= r["curve"][0]["test_accuracy"] <= 1 for r in fig4)
     assert "normalised (0.5, 0.5)" in fig4[0]["setting"]
-    bench = rows(out / "benchmark.jsonl")[0]
-    assert bench["trials"] == 2 and bench["ratio"] > 0
+    bench = rows(out / "benchmark.jsonl")
+    assert [r["model"] for r in bench] == ["lenet", "resnet18"]
+    assert all(r["trials"] == 2 and r["ratio"] > 0 and "error" not in r for r in bench)
     logged = rows(out / "slices.jsonl")
     assert {r["study"] for r in logged} <= set(full_scale.STUDIES) and all(r["seconds"] > 0 for r in logged)
     # a re-run redoes nothing and loses nothing
@@ -60,3 +61,12 @@ def test_bad_arguments(capsys):
         with pytest.raises(SystemExit):
             full_scale.main(bad)
         assert message in capsys.readouterr().err
+
+
+def test_a_failed_benchmark_is_stored_with_its_error(tmp_path):
+    """An out-of-memory benchmark on the device must not end the study: its row says why."""
+    path = tmp_path / "benchmark.jsonl"
+    command = [sys.executable, "-c", "import sys; print('ran'); sys.exit('CUDA out of memory')"]
+    full_scale._run_benchmark(command, path, {"model": "resnet18", "trials": 256, "compile": False})
+    row, = rows(path)
+    assert row["model"] == "resnet18" and row["error"] == "exit status 1" and "out of memory" in row["stderr"]
