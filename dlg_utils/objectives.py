@@ -30,7 +30,10 @@ class Targets:
         T = len(self.grads[0]) if self.grads else 0
         if len(idx) == T and bool((idx == torch.arange(T, device=idx.device)).all()):
             return self
-        return Targets(*([t[idx] for t in part] for part in (self.grads, self.low, self.high)))
+        grads = [t[idx] for t in self.grads]
+        if self.low is self.grads and self.high is self.grads:  # no box: one copy, not three
+            return Targets(grads, grads, grads)
+        return Targets(grads, [t[idx] for t in self.low], [t[idx] for t in self.high])
 
 
 def _sum(parts) -> torch.Tensor:
