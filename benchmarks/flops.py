@@ -4,8 +4,8 @@ with create_graph, distance, backward, and L-BFGS's update after it): the FLOPs
 matmul peak, and the split between the evaluation and the L-BFGS update; for the reference
 loop (torch.optim.LBFGS, one trial at a time) and the batched engine at T trials, for LeNet
 and ResNet-18 on 3x32x32 embedded images. Both are timed in the steady state of a DLG run:
-with the L-BFGS history full (100 pairs), as in all but the first 5 of a 300-iteration run's
-evaluations (the history's size moves the update's cost).
+with the L-BFGS history full (100 pairs), as in all but the first ~101 of a 300-iteration
+run's 6,000 evaluations (the history's size moves the update's cost).
 
     python benchmarks/flops.py                                   # LeNet and ResNet-18, T = 1, 8, 64, 256
     python benchmarks/flops.py --models lenet --trials 64 --evals 100 --compile
@@ -157,7 +157,7 @@ def main() -> None:
     p.add_argument("--models", default="lenet,resnet18", help="comma-separated: lenet, resnet18")
     p.add_argument("--trials", default="1,8,64,256", help="comma-separated batch sizes T for the engine (LeNet)")
     p.add_argument("--resnet-trials", default="1,8",
-                   help="the same for ResNet-18 (T = 64 needs more than 24 GB of memory)")
+                   help="the same for ResNet-18 (T = 64 peaks at 14 GB of memory on the CPU)")
     p.add_argument("--evals", type=int, default=40, help="evaluations timed per configuration (LeNet)")
     p.add_argument("--resnet-evals", type=int, default=4, help="evaluations timed per configuration (ResNet-18)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")

@@ -156,7 +156,7 @@ def dlg_batch(models: nn.Module | Sequence[nn.Module], targets: Sequence, *, ima
                     if on_result is not None:
                         on_result(t, results[t])
 
-            compiled = compile and not (config.straight_through or config.redraw_defense)
+            compiled = compile and not config.per_trial_defense
             Chunk(None if model_list else models, part, image_shape, num_classes, config,
                   compile=compiled).run(bar, done)
     bar.close()

@@ -87,6 +87,12 @@ class AttackConfig:
     stop_when_converged: bool = False
     redraw_defense: bool = False
 
+    @property
+    def per_trial_defense(self) -> bool:
+        """Whether an evaluation applies each trial's defense in Python (straight through or
+        re-drawn), which one compiled graph of all trials cannot hold."""
+        return self.straight_through or self.redraw_defense
+
     def __post_init__(self):
         checks = [(self.distance in DISTANCES, f"distance must be one of {sorted(DISTANCES)}"),
                   (self.optimizer in OPTIMIZERS, f"optimizer must be one of {OPTIMIZERS}"),
@@ -355,7 +361,7 @@ class Chunk:
 
     def _compile(self) -> Callable:
         """:meth:`objective` and its gradient as one torch.compile'd function of all T trials."""
-        if self.config.straight_through or self.config.redraw_defense:
+        if self.config.per_trial_defense:
             raise ValueError("compile=True runs every trial in one compiled graph; a defense applied per trial "
                              "(straight_through, redraw_defense) needs compile=False")
         return torch.compile(grad_and_value(self.objective, has_aux=True), dynamic=False)
