@@ -8,7 +8,7 @@ the ratio, the success rate of each way and peak memory.
     python benchmarks/batched_vs_sequential.py --device cuda --model resnet18 --trials 256 --iterations 20 --reference-trials 2
 
 --reference-trials times the reference loop on the first k trials only (its time per trial
-does not depend on how many there are); --compile runs the batched way with
+does not depend on how many there are; 0 skips it); --compile runs the batched way with
 dlg_batch(compile=True), its compile time included; --json appends the figures as one JSON line.
 """
 from __future__ import annotations
@@ -55,13 +55,16 @@ def main() -> None:
     p.add_argument("--line-search", choices=["none", "strong_wolfe"], default="none",
                    help="torch.optim.LBFGS's line_search_fn, both ways (DLG uses none)")
     p.add_argument("--reference-trials", type=int, default=None,
-                   help="run the reference loop on the first k trials only (default: all)")
+                   help="run the reference loop on the first k trials only (default: all; 0: not at all, "
+                        "when another run of the same model measured it)")
     p.add_argument("--compile", action="store_true", help="the batched run with dlg_batch(compile=True)")
     p.add_argument("--json", default=None, help="append the figures as a JSON line to this file")
     args = p.parse_args()
     if args.trials < 1 or args.iterations < 1:
         p.error("--trials and --iterations must be >= 1")
-    n_ref = min(args.trials, args.reference_trials or args.trials)
+    if args.reference_trials is not None and args.reference_trials < 0:
+        p.error("--reference-trials must be >= 0")
+    n_ref = args.trials if args.reference_trials is None else min(args.trials, args.reference_trials)
     line_search = None if args.line_search == "none" else args.line_search
     device = torch.device(args.device)
     kept = keep_freed_memory()  # for both ways (the engine would set it for itself anyway)
@@ -106,13 +109,15 @@ def main() -> None:
     mem = "peak GPU memory" if device.type == "cuda" else "peak resident memory"
     T, n = args.trials, args.iterations
     print(f"{'way':<30}{'trials':>7}{'seconds':>9}{'trials/s':>10}{'ms/iteration/trial':>20}{'success':>9}{mem:>22}")
-    print(f"{'one at a time':<30}{n_ref:7d}{seq:9.1f}{n_ref / seq:10.3f}{1e3 * seq / (n_ref * n):20.2f}"
-          f"{ok_seq / n_ref:9.2f}{seq_mem:19.0f} MB")
+    if n_ref:
+        print(f"{'one at a time':<30}{n_ref:7d}{seq:9.1f}{n_ref / seq:10.3f}{1e3 * seq / (n_ref * n):20.2f}"
+              f"{ok_seq / n_ref:9.2f}{seq_mem:19.0f} MB")
     label = f"batched (chunk {args.chunk_size}{', compiled' if args.compile else ''})"
     print(f"{label:<30}{T:7d}{bat:9.1f}{T / bat:10.3f}{1e3 * bat / (T * n):20.2f}"
           f"{ok_bat / T:9.2f}{bat_mem:19.0f} MB")
-    ratio = (T / bat) / (n_ref / seq)
-    print(f"throughput ratio: {ratio:.1f}x")
+    ratio = (T / bat) / (n_ref / seq) if n_ref else None
+    if ratio is not None:
+        print(f"throughput ratio: {ratio:.1f}x")
     if args.json:
         with open(args.json, "a") as f:
             f.write(json.dumps({"model": args.model, "trials": T, "iterations": n, "chunk_size": args.chunk_size,
@@ -120,10 +125,12 @@ def main() -> None:
                                 "device": str(device),
                                 "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
                                 "threads": torch.get_num_threads(), "torch": torch.__version__,
-                                "reference_trials": n_ref, "reference_seconds": seq, "batched_seconds": bat,
-                                "batched_trials_per_s": T / bat, "reference_trials_per_s": n_ref / seq,
-                                "ratio": ratio, "batched_peak_mb": bat_mem, "reference_peak_mb": seq_mem,
-                                "batched_success": ok_bat / T, "reference_success": ok_seq / n_ref}) + "\n")
+                                "reference_trials": n_ref, "reference_seconds": seq if n_ref else None,
+                                "batched_seconds": bat, "batched_trials_per_s": T / bat,
+                                "reference_trials_per_s": n_ref / seq if n_ref else None,
+                                "ratio": ratio, "batched_peak_mb": bat_mem,
+                                "reference_peak_mb": seq_mem if n_ref else None, "batched_success": ok_bat / T,
+                                "reference_success": ok_seq / n_ref if n_ref else None}) + "\n")
 
 
 if __name__ == "__main__":

@@ -268,8 +268,10 @@ class Chunk:
             raise ValueError("redraw_defense needs the true gradient: share the targets with "
                              "shared_gradient(..., keep_source=True)")
         self._init_dummies()
-        self.truth = [None if t.truth is None else t.truth.detach().reshape(self.shape).to(self.device, self.dtype)
-                      for t in trials]
+        # ground truths stacked (zeros where a trial has none), so metrics are one batched call
+        self.has_truth = [t.truth is not None for t in trials]
+        self.truth = torch.stack([torch.zeros(self.shape) if t.truth is None else t.truth.detach().reshape(self.shape)
+                                  for t in trials]).to(self.device, self.dtype)
         self.generators = [torch.Generator(self.device).manual_seed(t.seed) for t in trials]
         if config.optimizer == "lbfgs":
             self.opt = BatchedLBFGS(self.x0, lr=config.lr, max_iter=config.max_iter,
@@ -283,7 +285,7 @@ class Chunk:
         self.steps = [0] * T
         self.rows: list[list[dict]] = [[] for _ in range(T)]
         self.snaps: list[dict] = [{} for _ in range(T)]
-        self.images = [self.opt.x[t, : self.nx].view(self.shape).clone() for t in range(T)]
+        self.images = self.opt.x[:, : self.nx].clone()  # each trial's image at its last step, [T, nx]
         self.converged_at: list[int | None] = [None] * T
         self.diverged = [False] * T
         every = config.snapshot_every
@@ -402,13 +404,19 @@ class Chunk:
         fixed = self.fixed[t]
         label = self.opt.x[t, self.nx:].view(self.N, self.K).argmax(-1) if fixed is None else fixed
         trial = self.trials[t]
-        return AttackResult(image=self.images[t].cpu(), label=label.cpu(), history=pd.DataFrame(self.rows[t]),
+        image = self.images[t].view(self.shape).to("cpu", copy=True)
+        return AttackResult(image=image, label=label.cpu(), history=pd.DataFrame(self.rows[t]),
                             snapshots=self.snaps[t], converged=self.converged_at[t] is not None,
                             diverged=self.diverged[t], converged_at=self.converged_at[t], seed=int(trial.seed),
                             seconds=seconds, attack=self.config.name, restart=trial.restart)
 
     def run(self, bar, on_result: Callable[[int, AttackResult], None]) -> None:
-        """Advance every trial to the end; ``on_result(t, result)`` as each one finishes."""
+        """Advance every trial to the end; ``on_result(t, result)`` as each one finishes.
+
+        The bookkeeping of the trials that start a step is batched: one transfer of their
+        distances to the host, one copy of their images, one batch of snapshots and of image
+        metrics per evaluation, whatever the number of trials (on a GPU each per-trial read
+        would be a synchronisation)."""
         config, T = self.config, len(self.trials)
         active = torch.ones(T, dtype=torch.bool, device=self.device)
         start = time.perf_counter()
@@ -424,39 +432,53 @@ class Chunk:
             full = lambda v: torch.zeros(T, dtype=self.dtype, device=self.device).index_copy(0, idx, v)
             full_distance, full_objective = full(distance), full(objective)
             full_grad = torch.zeros_like(self.opt.x).index_copy(0, idx, g)
-            finite = torch.isfinite(full_objective) & torch.isfinite(self.opt.x).all(-1)
-            recorded, done = [], []
-            for t in (active & self.opt.starts_step).nonzero().squeeze(1).tolist():
-                if not finite[t]:
-                    self.diverged[t] = True
-                    finish(t)
-                    continue
-                k, value = self.steps[t], float(full_distance[t])
-                self.steps[t] += 1
-                self.images[t] = self.opt.x[t, : self.nx].view(self.shape).clone()
-                if self.converged_at[t] is None and value < config.grad_threshold:
-                    self.converged_at[t] = k
-                last = k == config.iterations or (config.stop_when_converged and self.converged_at[t] is not None)
-                if k % config.record_every == 0 or last:
-                    self.rows[t].append({"iteration": k, "grad_distance": value})
-                    recorded.append(t)
-                if k in self.snap_at:
-                    self.snaps[t][k] = self.images[t].clamp(0, 1).cpu()
-                if k > 0:
-                    bar.update(1)
-                if last:
-                    done.append(t)
-            self._add_image_metrics(recorded)
-            for t in done:
-                finish(t)
+            starting = (active & self.opt.starts_step).nonzero().squeeze(1)
+            if len(starting):
+                finite = torch.isfinite(full_objective[starting]) & torch.isfinite(self.opt.x[starting]).all(-1)
+                self._record(starting, finite, full_distance[starting], bar, finish)
             self.opt.tick(full_objective, full_grad, active)
 
+    def _record(self, starting: torch.Tensor, finite: torch.Tensor, distance: torch.Tensor, bar,
+                finish: Callable[[int], None]) -> None:
+        """The start of a step for trials ``starting``: a diverged trial ends; the others count
+        an iteration, keep their image, and record, snapshot, converge or end as configured."""
+        config = self.config
+        kept = starting[finite]
+        self.images[kept] = self.opt.x[kept, : self.nx]
+        recorded, snapped, done, counted = [], [], [], 0
+        for t, ok, value in zip(starting.tolist(), finite.tolist(), distance.tolist()):
+            if not ok:
+                self.diverged[t] = True
+                finish(t)
+                continue
+            k = self.steps[t]
+            self.steps[t] += 1
+            if self.converged_at[t] is None and value < config.grad_threshold:
+                self.converged_at[t] = k
+            last = k == config.iterations or (config.stop_when_converged and self.converged_at[t] is not None)
+            if k % config.record_every == 0 or last:
+                self.rows[t].append({"iteration": k, "grad_distance": value})
+                recorded.append(t)
+            if k in self.snap_at:
+                snapped.append((t, k))
+            counted += k > 0
+            if last:
+                done.append(t)
+        if snapped:
+            trials = torch.tensor([t for t, _ in snapped], device=self.device)
+            for (t, k), image in zip(snapped, self.images[trials].clamp(0, 1).cpu().unbind()):
+                self.snaps[t][k] = image.view(self.shape)
+        self._add_image_metrics(recorded)
+        bar.update(counted)
+        for t in done:
+            finish(t)
+
     def _add_image_metrics(self, trials: list[int]) -> None:
-        with_truth = [t for t in trials if self.truth[t] is not None]
+        with_truth = [t for t in trials if self.has_truth[t]]
         if with_truth:
-            x = torch.stack([self.images[t] for t in with_truth]).clamp(0, 1)
-            y = torch.stack([self.truth[t] for t in with_truth])
-            for t, metrics in zip(with_truth, image_table(x, y)):
+            rows = torch.tensor(with_truth, device=self.device)
+            x = self.images[rows].view(len(rows), *self.shape)
+            for t, metrics in zip(with_truth, image_table(x, self.truth[rows])):
                 self.rows[t][-1].update(metrics)
 
 

@@ -36,7 +36,7 @@ def test_tiny_full_scale_in_slices(tmp_path, capsys):
     assert "all done" in capsys.readouterr().out
     scale = full_scale.tiny()
     lenet, resnets = scale.seed002.trials(32)
-    expected = {"fig4.jsonl": 2, "benchmark.jsonl": 2, "frontier_utility.jsonl": 2,
+    expected = {"fig4.jsonl": 2, "benchmark.jsonl": 3, "frontier_utility.jsonl": 2,
                 f"success_lenet_samples_{scale.seed002.iterations}.jsonl": len(lenet),
                 f"success_resnet_samples_{scale.seed002.resnet_iterations}.jsonl": len(resnets)}
     assert counts(out) == expected
@@ -45,8 +45,12 @@ def test_tiny_full_scale_in_slices(tmp_path, capsys):
     assert all(len(r["curve"]) == 1 and 0 <= r["curve"][0]["test_accuracy"] <= 1 for r in fig4)
     assert "normalised (0.5, 0.5)" in fig4[0]["setting"]
     bench = rows(out / "benchmark.jsonl")
-    assert [r["model"] for r in bench] == ["lenet", "resnet18"]
-    assert all(r["trials"] == 2 and r["ratio"] > 0 and "error" not in r for r in bench)
+    assert [(r["model"], r["trials"]) for r in bench] == [("lenet", 2), ("resnet18", 2), ("lenet", 3)]
+    assert not any("error" in r for r in bench)
+    # the reference loop is timed once per model, by its first unit; the others skip it
+    assert [r["reference_trials"] for r in bench] == [2, 2, 0]
+    assert bench[0]["ratio"] > 0 and bench[1]["ratio"] > 0 and bench[2]["ratio"] is None
+    assert bench[2]["batched_trials_per_s"] > 0
     logged = rows(out / "slices.jsonl")
     assert {r["study"] for r in logged} <= set(full_scale.STUDIES) and all(r["seconds"] > 0 for r in logged)
     # a re-run redoes nothing and loses nothing
