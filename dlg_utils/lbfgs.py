@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Generator
 
 import torch
+import torch.nn.functional as F
 from torch.optim.lbfgs import _cubic_interpolate
 
 LINE_SEARCHES = (None, "strong_wolfe")
@@ -204,36 +205,44 @@ class BatchedLBFGS:
         perm = (self.hist_start[:, None] + torch.arange(H, device=P.device)) % H
         return torch.cat([torch.gather(P[:, :H], 1, perm), torch.gather(P[:, H:], 1, perm)], 1)
 
-    def _push(self, idx: torch.Tensor, y: torch.Tensor, s: torch.Tensor, ys: torch.Tensor, P: torch.Tensor,
-              g: torch.Tensor) -> None:
-        """Append (y, s, 1/ys) to the histories of trials ``idx``, dropping the oldest when full,
-        and keep the inner products and ``P`` = [S; Y] . g current without reading the history:
-        s_i.y = s_i.g - s_i.g_prev and y_i.s = t y_i.d (``Pg``, ``Yd``: kept from the last step)."""
+    def _push(self, push: torch.Tensor, y: torch.Tensor, s: torch.Tensor, ys: torch.Tensor, yy: torch.Tensor,
+              P: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        """Append (y, s, 1/ys) to the histories of the trials in ``push`` (a mask), dropping the
+        oldest when full, and keep the inner products and ``P`` = [S; Y] . g (returned) current
+        without reading the history: s_i.y = s_i.g - s_i.g_prev and y_i.s = t y_i.d (``Pg``,
+        ``Yd``: kept from the last step). ``yy`` = y.y per trial."""
         H = self.history_size
-        full = self.hist_len[idx] == H
-        slot = torch.where(full, self.hist_start[idx], (self.hist_start[idx] + self.hist_len[idx]) % H)
+        full = push & (self.hist_len == H)
         if full.any():  # the oldest pair leaves: every logical position moves down by one
-            f = idx[full]
-            shift = lambda v: torch.cat([v[..., 1:], torch.zeros_like(v[..., :1])], -1)
-            shift2 = lambda M: shift(torch.cat([M[:, 1:], torch.zeros_like(M[:, :1])], 1))
-            self.ro[f], self.Yd[f] = shift(self.ro[f]), shift(self.Yd[f])
-            self.SY[f], self.YY[f] = shift2(self.SY[f]), shift2(self.YY[f])
-            for v in (self.Pg, P):
-                v[f] = torch.cat([shift(v[f, :H]), shift(v[f, H:])], 1)
-        pos = torch.where(full, H - 1, self.hist_len[idx])
-        valid = (torch.arange(H, device=idx.device) < pos[:, None]).to(s.dtype)
+            every = bool(full.all())
+            drop = lambda v, shifted: shifted if every else torch.where(full.view(-1, *[1] * (v.dim() - 1)), shifted, v)
+            shift = lambda v: F.pad(v[..., 1:], (0, 1))  # the last axis
+            pairs = lambda v: torch.cat([shift(v[:, :H]), shift(v[:, H:])], 1)
+            self.ro, self.Yd = drop(self.ro, shift(self.ro)), drop(self.Yd, shift(self.Yd))
+            self.SY = drop(self.SY, F.pad(self.SY[:, 1:, 1:], (0, 1, 0, 1)))
+            self.YY = drop(self.YY, F.pad(self.YY[:, 1:, 1:], (0, 1, 0, 1)))
+            self.Pg, P = drop(self.Pg, pairs(self.Pg)), drop(P, pairs(P))
+        slot = torch.where(full, self.hist_start, (self.hist_start + self.hist_len) % H)
+        pos = torch.where(full, H - 1, self.hist_len)
+        valid = (torch.arange(H, device=pos.device) < pos[:, None]).to(s.dtype)
+        sy_row = self.Yd * self.t[:, None] * valid          # s_new . y_j
+        sy_col = (P[:, :H] - self.Pg[:, :H]) * valid         # s_i . y_new
+        yy_col = (P[:, H:] - self.Pg[:, H:]) * valid         # y_i . y_new
+        sg, yg = (s * g).sum(-1), (y * g).sum(-1)
+        idx = push.nonzero().squeeze(1)
+        slot, pos = slot[idx], pos[idx]
         self.old_dirs[idx, slot] = y[idx]
         self.old_stps[idx, slot] = s[idx]
         self.ro[idx, pos] = 1.0 / ys[idx]
-        self.SY[idx, pos] = self.Yd[idx] * self.t[idx, None] * valid        # s_new . y_j
-        self.SY[idx, :, pos] = (P[idx, :H] - self.Pg[idx, :H]) * valid       # s_i . y_new
+        self.SY[idx, pos] = sy_row[idx]
+        self.SY[idx, :, pos] = sy_col[idx]
         self.SY[idx, pos, pos] = ys[idx]
-        self.YY[idx, pos] = self.YY[idx, :, pos] = (P[idx, H:] - self.Pg[idx, H:]) * valid
-        self.YY[idx, pos, pos] = (y[idx] * y[idx]).sum(-1)
-        P[idx, pos] = (s[idx] * g[idx]).sum(-1)
-        P[idx, H + pos] = (y[idx] * g[idx]).sum(-1)
-        self.hist_start[idx] = torch.where(full, (self.hist_start[idx] + 1) % H, self.hist_start[idx])
-        self.hist_len[idx] = torch.where(full, self.hist_len[idx], self.hist_len[idx] + 1)
+        self.YY[idx, pos] = self.YY[idx, :, pos] = yy_col[idx]
+        self.YY[idx, pos, pos] = yy[idx]
+        P[idx, pos], P[idx, H + pos] = sg[idx], yg[idx]
+        self.hist_start = torch.where(full, (self.hist_start + 1) % H, self.hist_start)
+        self.hist_len = torch.where(push & ~full, self.hist_len + 1, self.hist_len)
+        return P
 
     def _two_loop(self, g: torch.Tensor, rows: torch.Tensor, P: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The direction of LBFGS's two-loop recursion, -H g, for every trial, and Y . d.
@@ -249,14 +258,13 @@ class BatchedLBFGS:
         m = int(torch.where(rows, self.hist_len, 0).max())
         if m == 0:
             return -g * H_diag, torch.zeros_like(self.Yd)
-        column = lambda M, v: torch.bmm(M, v[:, :, None]).squeeze(-1)
         ro, SY, YY = self.ro[:, :m], self.SY[:, :m, :m], self.YY[:, :m, :m]
         # first loop, newest to oldest: al_i = ro_i (-s_i.g - sum_{j>i} al_j s_i.y_j), i.e.
         # (I + ro triu(S.Y, 1)) al = -ro S.g (the solve reads only the strict upper triangle)
         al = torch.linalg.solve_triangular(ro[:, :, None] * SY, (-ro * P[:, :m])[:, :, None], upper=True,
                                            unitriangular=True).squeeze(-1)
         # q = -g - Y^T al and r = H_diag q, so y_i.r = H_diag (-y_i.g - sum_j al_j y_i.y_j)
-        Yr = -H_diag * (P[:, H:H + m] + column(YY, al))
+        Yr = -H_diag * (P[:, H:H + m] + _matvec(YY, al))
         # second loop, oldest to newest: be_i = ro_i (y_i.r + sum_{j<i} (al_j - be_j) s_j.y_i);
         # u = al - be solves (I + ro tril(Y.S, -1)) u = al - ro Y.r
         u = torch.linalg.solve_triangular(ro[:, :, None] * SY.transpose(1, 2), (al - ro * Yr)[:, :, None],
@@ -267,7 +275,7 @@ class BatchedLBFGS:
         coef.scatter_(1, slots, c_s).scatter_(1, H + slots, c_y)
         d = torch.baddbmm(-H_diag[:, :, None] * g[:, None, :], coef[:, None, :], self.hist).squeeze(1)
         Yd = torch.zeros_like(self.Yd)
-        Yd[:, :m] = (Yr + column(SY.transpose(1, 2), u)) * (ro != 0)  # Y.d = Y.r + Y.S u
+        Yd[:, :m] = (Yr + _matvec(SY.transpose(1, 2), u)) * (ro != 0)  # Y.d = Y.r + Y.S u
         return d, Yd
 
     def _iterate(self, go: torch.Tensor, g: torch.Tensor) -> None:
@@ -283,8 +291,9 @@ class BatchedLBFGS:
             push = later & (ys > 1e-10)
             P = self._logical(_matvec(self.hist, g))  # the first of the two passes over the history
             if push.any():
-                self._push(push.nonzero().squeeze(1), y, s, ys, P, g)
-                self.H_diag = torch.where(push, ys / (y * y).sum(-1), self.H_diag)
+                yy = (y * y).sum(-1)
+                P = self._push(push, y, s, ys, yy, P, g)
+                self.H_diag = torch.where(push, ys / yy, self.H_diag)
             d, Yd = self._two_loop(g, later, P)
             self.d = torch.where(later[:, None], d, self.d)
             self.Yd = torch.where(later[:, None], Yd, self.Yd)
