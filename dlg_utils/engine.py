@@ -467,7 +467,7 @@ class Chunk:
         if snapped:
             trials = torch.tensor([t for t, _ in snapped], device=self.device)
             for (t, k), image in zip(snapped, self.images[trials].clamp(0, 1).cpu().unbind()):
-                self.snaps[t][k] = image.view(self.shape)
+                self.snaps[t][k] = image.view(self.shape).clone()  # its own storage, not the batch's
         self._add_image_metrics(recorded)
         bar.update(counted)
         for t in done:

@@ -230,13 +230,21 @@ def test_dlg_batch_with_strong_wolfe_equals_reference_dlg(double_lenet):
 def test_batched_equals_one_at_a_time(double_lenet):
     model, xs, ys, targets = double_lenet
     batched = dlg_batch(model, targets, image_shape=xs[0].shape, num_classes=100, iterations=3,
-                        seeds=[5, 6, 7, 8], ground_truths=xs, progress=False, chunk_size=3)
+                        seeds=[5, 6, 7, 8], ground_truths=xs, progress=False, chunk_size=3, snapshot_every=1)
     for t in range(4):
         alone = dlg(model, targets[t], image_shape=xs[0].shape, num_classes=100, iterations=3, seed=5 + t,
-                    ground_truth=xs[t], progress=False)
+                    ground_truth=xs[t], progress=False, snapshot_every=1)
         cols = ["grad_distance", "mse", "ssim"]
         assert torch.allclose(torch.tensor(batched[t].history[cols].values), torch.tensor(alone.history[cols].values),
                               rtol=1e-5, atol=1e-8)
+        # the images drift apart faster than the distances (float64 round-off, amplified by L-BFGS)
+        assert torch.allclose(batched[t].image, alone.image, atol=1e-3)
+        assert sorted(batched[t].snapshots) == sorted(alone.snapshots) == [0, 1, 2, 3]
+        for k, snap in batched[t].snapshots.items():
+            assert torch.allclose(snap, alone.snapshots[k], atol=1e-3)
+        # a result owns its tensors: no view of the chunk's batch rides along when it is pickled
+        for tensor in [batched[t].image, *batched[t].snapshots.values()]:
+            assert tensor.untyped_storage().nbytes() == tensor.numel() * tensor.element_size()
 
 
 def test_per_trial_weights_and_early_divergence(double_lenet):
