@@ -35,6 +35,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+import pandas as pd
 import torch
 
 from dlg_utils.data import load_dataset
@@ -172,6 +173,25 @@ def benchmark(scale: Scale, out: Path, budget: Budget, device: str, root: str | 
             return
         if reference and any(r.get("model", "lenet") == model and r.get("reference_trials") for r in load_rows(path)):
             timed.add(model)
+    if load_rows(path):
+        print(benchmark_table(load_rows(path)).to_string(index=False), flush=True)
+
+
+def benchmark_table(rows: list[dict]) -> pd.DataFrame:
+    """One line per stored benchmark run, its speed-up over the reference loop as timed by
+    any run of the same model (a run that timed none is compared with the one that did)."""
+    reference = {r.get("model", "lenet"): r["reference_trials_per_s"] for r in rows if r.get("reference_trials")}
+    table = []
+    for r in rows:
+        model = r.get("model", "lenet")
+        ok = "error" not in r
+        table.append({"model": model, "trials": r["trials"], "compiled": r.get("compile", False),
+                      "iterations": r.get("iterations"), "trials/s": r["batched_trials_per_s"] if ok else None,
+                      "ms/iteration/trial": 1e3 * r["batched_seconds"] / (r["trials"] * r["iterations"]) if ok else None,
+                      "peak MB": r["batched_peak_mb"] if ok else None, "success": r["batched_success"] if ok else None,
+                      "vs reference": r["batched_trials_per_s"] / reference[model] if ok and model in reference else None,
+                      "error": r.get("error", "")})
+    return pd.DataFrame(table)
 
 
 def _run_benchmark(command: list[str], path: Path, unit: dict) -> None:

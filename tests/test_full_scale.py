@@ -51,6 +51,10 @@ def test_tiny_full_scale_in_slices(tmp_path, capsys):
     assert [r["reference_trials"] for r in bench] == [2, 2, 0]
     assert bench[0]["ratio"] > 0 and bench[1]["ratio"] > 0 and bench[2]["ratio"] is None
     assert bench[2]["batched_trials_per_s"] > 0
+    table = full_scale.benchmark_table(bench)  # the third run is compared with the first run's reference
+    assert table["vs reference"].iloc[2] == pytest.approx(bench[2]["batched_trials_per_s"]
+                                                          / bench[0]["reference_trials_per_s"])
+    assert table["vs reference"].iloc[0] == pytest.approx(bench[0]["ratio"])
     logged = rows(out / "slices.jsonl")
     assert {r["study"] for r in logged} <= set(full_scale.STUDIES) and all(r["seconds"] > 0 for r in logged)
     # a re-run redoes nothing and loses nothing
