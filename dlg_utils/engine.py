@@ -282,6 +282,7 @@ class Chunk:
                                    milestones=[math.floor(config.iterations * f) for f in config.decay_at],
                                    box=(0.0, 1.0) if config.boxed else None, boxed=self.nx)
         self._compiled = self._compile() if compile else None
+        self._active: tuple | None = None  # (idx, weights, targets) of the last set of active trials
         self.steps = [0] * T
         self.rows: list[list[dict]] = [[] for _ in range(T)]
         self.snaps: list[dict] = [{} for _ in range(T)]
@@ -376,13 +377,26 @@ class Chunk:
                                                                    self.onehot)
             return distance[idx], objective[idx], gradient[idx]
         flat = self.opt.x[idx].detach().requires_grad_(True)
-        params = {k: v[idx] for k, v in self.params.items()} if self.per_trial else self.params
-        target = self._redrawn(idx.tolist()) if self.config.redraw_defense else self.targets.select(idx)
+        params, target = self._of(idx)
+        if self.config.redraw_defense:
+            target = self._redrawn(idx.tolist())
         with torch.enable_grad():
             total, (distance, objective) = self.objective(flat, params, target, self.learn[idx], self.onehot[idx],
                                                           idx.tolist())
             gradient, = torch.autograd.grad(total, flat)
         return distance, objective, gradient
+
+    def _of(self, idx: torch.Tensor) -> tuple[dict, Targets]:
+        """The weights and targets of the active trials ``idx``: the chunk's own when every trial
+        is active, else copies, made once per set of active trials (which changes only when a
+        trial leaves) and not at every evaluation."""
+        if len(idx) == len(self.trials):  # idx: sorted and distinct, so every trial
+            return self.params, self.targets
+        if self._active is None or not torch.equal(self._active[0], idx):
+            self._active = None  # free the previous copies before making the next
+            params = {k: v[idx] for k, v in self.params.items()} if self.per_trial else self.params
+            self._active = (idx, params, self.targets.select(idx))
+        return self._active[1], self._active[2]
 
     def _redrawn(self, trials: list[int]) -> Targets:
         """Each trial's defense applied anew to its true gradient (seed 000's closure)."""
