@@ -377,7 +377,7 @@ class Chunk:
                                                                    self.onehot)
             return distance[idx], objective[idx], gradient[idx]
         flat = self.opt.x[idx].detach().requires_grad_(True)
-        params, target = self._of(idx)
+        params, target = self._active_inputs(idx)
         if self.config.redraw_defense:
             target = self._redrawn(idx.tolist())
         with torch.enable_grad():
@@ -386,7 +386,7 @@ class Chunk:
             gradient, = torch.autograd.grad(total, flat)
         return distance, objective, gradient
 
-    def _of(self, idx: torch.Tensor) -> tuple[dict, Targets]:
+    def _active_inputs(self, idx: torch.Tensor) -> tuple[dict, Targets]:
         """The weights and targets of the active trials ``idx``: the chunk's own when every trial
         is active, else copies, made once per set of active trials (which changes only when a
         trial leaves) and not at every evaluation."""
@@ -395,7 +395,8 @@ class Chunk:
         if self._active is None or not torch.equal(self._active[0], idx):
             self._active = None  # free the previous copies before making the next
             params = {k: v[idx] for k, v in self.params.items()} if self.per_trial else self.params
-            self._active = (idx, params, self.targets.select(idx))
+            targets = None if self.config.redraw_defense else self.targets.select(idx)  # redrawn each time
+            self._active = (idx, params, targets)
         return self._active[1], self._active[2]
 
     def _redrawn(self, trials: list[int]) -> Targets:

@@ -65,6 +65,7 @@ class Scale:
     benchmark_resnet_iterations: int = 20
     benchmark_reference_trials: tuple[int, int] = (4, 2)  # LeNet, ResNet-18: timed once per model
 
+
 def full() -> Scale:
     return Scale(fig4=TrainingSetting(), fig4_seeds=(0, 1, 2), fig4_defenses=FIG4_DEFENSES, seed002=SuccessStudy(),
                  lenet_slice=500, frontier=Setup(models=("resnet18",), defenses=DEFENSES),
@@ -156,11 +157,11 @@ def benchmark(scale: Scale, out: Path, budget: Budget, device: str, root: str | 
     loop's time per trial does not depend on the number of trials, so only a model's first
     unit times it (on a few trials); the others compare with that row."""
     path = out / "benchmark.jsonl"
-    done = {(r.get("model", "lenet"), r["trials"], r.get("compile", False)) for r in load_rows(path)}
-    timed = {r.get("model", "lenet") for r in load_rows(path) if r.get("reference_trials")}
+    done = {(r["model"], r["trials"], r["compile"]) for r in load_rows(path)}
     for model, trials, compile in scale.benchmark_units:
         if (model, trials, compile) in done:
             continue
+        timed = {r["model"] for r in load_rows(path) if r.get("reference_trials")}
         iterations = scale.benchmark_iterations if model == "lenet" else scale.benchmark_resnet_iterations
         reference = 0 if model in timed else scale.benchmark_reference_trials[model != "lenet"]
         command = [sys.executable, str(ROOT / "benchmarks" / "batched_vs_sequential.py"), "--device", device,
@@ -171,8 +172,6 @@ def benchmark(scale: Scale, out: Path, budget: Budget, device: str, root: str | 
         if not budget.run("benchmark", f"{model} {trials} trials{', compiled' if compile else ''}",
                           lambda: _run_benchmark(command, path, unit)):
             return
-        if reference and any(r.get("model", "lenet") == model and r.get("reference_trials") for r in load_rows(path)):
-            timed.add(model)
     if load_rows(path):
         print(benchmark_table(load_rows(path)).to_string(index=False), flush=True)
 
@@ -180,17 +179,17 @@ def benchmark(scale: Scale, out: Path, budget: Budget, device: str, root: str | 
 def benchmark_table(rows: list[dict]) -> pd.DataFrame:
     """One line per stored benchmark run, its speed-up over the reference loop as timed by
     any run of the same model (a run that timed none is compared with the one that did)."""
-    reference = {r.get("model", "lenet"): r["reference_trials_per_s"] for r in rows if r.get("reference_trials")}
+    reference = {r["model"]: r["reference_trials_per_s"] for r in rows if r.get("reference_trials")}
     table = []
     for r in rows:
-        model = r.get("model", "lenet")
-        ok = "error" not in r
-        table.append({"model": model, "trials": r["trials"], "compiled": r.get("compile", False),
-                      "iterations": r.get("iterations"), "trials/s": r["batched_trials_per_s"] if ok else None,
-                      "ms/iteration/trial": 1e3 * r["batched_seconds"] / (r["trials"] * r["iterations"]) if ok else None,
-                      "peak MB": r["batched_peak_mb"] if ok else None, "success": r["batched_success"] if ok else None,
-                      "vs reference": r["batched_trials_per_s"] / reference[model] if ok and model in reference else None,
-                      "error": r.get("error", "")})
+        line = {"model": r["model"], "trials": r["trials"], "compiled": r["compile"]}
+        if "error" not in r:
+            line.update({"iterations": r["iterations"], "trials/s": r["batched_trials_per_s"],
+                         "ms/iteration/trial": 1e3 * r["batched_seconds"] / (r["trials"] * r["iterations"]),
+                         "peak MB": r["batched_peak_mb"], "success": r["batched_success"],
+                         "vs reference": r["batched_trials_per_s"] / reference[r["model"]]
+                         if r["model"] in reference else None})
+        table.append({**line, "error": r.get("error", "")})
     return pd.DataFrame(table)
 
 
