@@ -22,7 +22,8 @@ import torch
 
 from dlg_utils.reference import reference_dlg
 
-from dlg_utils.attack import dlg_batch, target_gradients
+from dlg_utils.attack import dlg_batch
+from dlg_utils.cases import target_gradients
 from dlg_utils.data import load_dataset
 from dlg_utils.metrics import IMAGE_THRESHOLD, mse
 from dlg_utils.memory import keep_freed_memory

@@ -38,9 +38,10 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from dlg_utils.attack import shared_gradient
+from dlg_utils.cases import shared_gradient
 from dlg_utils.data import load_dataset
-from dlg_utils.engine import ATTACKS, Chunk, Trial
+from dlg_utils.attacks import ATTACKS
+from dlg_utils.engine import Chunk, Trial
 from dlg_utils.memory import keep_freed_memory
 from dlg_utils.models import LeNet, init_uniform_, resnet
 from dlg_utils.reference import reference_dlg

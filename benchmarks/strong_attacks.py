@@ -13,7 +13,8 @@ import time
 import numpy as np
 import torch
 
-from dlg_utils.attack import dlg, dlg_batch, shared_gradient
+from dlg_utils.attack import dlg, dlg_batch
+from dlg_utils.cases import shared_gradient
 from dlg_utils.data import load_dataset
 from dlg_utils.models import LeNet, init_uniform_
 

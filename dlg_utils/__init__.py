@@ -2,25 +2,21 @@
 Gradients, a defense-aware attacker) and how well gradient defenses (quantization above all)
 stop it, at what cost in accuracy.
 
-Submodules and the names below load on first use, so ``python -m dlg_utils.<module>`` runs a
-module that the package has not imported yet.
+Every name has one home, its module (``from dlg_utils.attack import dlg``); the submodules load
+on first use (``dlg_utils.config.free_cores()`` works after ``import dlg_utils``), so ``python -m
+dlg_utils.<module>`` runs a module that the package has not imported yet. The map of the
+modules is in the README.
 """
 from __future__ import annotations
 
 import importlib
+import importlib.util
+import pkgutil
 
-_SUBMODULES = ("attack", "data", "defenses", "metrics", "models", "quantization", "engine", "experiments",
-               "frontier", "training", "success", "objectives", "plotting")
-_EXPORTS = {"AttackResult": "attack", "dlg": "attack", "dlg_batch": "attack", "idlg_label": "attack",
-            "target_gradients": "attack", "shared_gradient": "attack", "load_dataset": "data",
-            "defense_from_spec": "defenses", "LeNet": "models", "init_uniform_": "models", "resnet18": "models"}
-
-__all__ = [*_SUBMODULES, *_EXPORTS]
+__all__ = sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_"))
 
 
 def __getattr__(name: str):
-    if name in _SUBMODULES:
+    if name in __all__:
         return importlib.import_module(f".{name}", __name__)
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

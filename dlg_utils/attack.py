@@ -7,7 +7,8 @@ soft-label cross-entropy, the gradient distance sum_l ||grad'_l - grad_l||^2, an
 (lr 1, history 100, max_iter 20 per step) with exactly ``torch.optim.LBFGS``'s algorithm.
 Given a label it is iDLG. :func:`dlg_batch` runs many independent trials in one batched
 computation; a single trial is the batch of one. ``attack="ig"`` / ``"adaptive"`` (or any
-:class:`~dlg_utils.engine.AttackConfig`) runs the other attacks through the same engine.
+:class:`~dlg_utils.attacks.AttackConfig`) runs the other attacks through the same engine. The
+shared gradient comes from :func:`~dlg_utils.cases.shared_gradient`.
 
 Models with BatchNorm: the attack evaluates the model functionally in the mode it is in. In
 eval mode BatchNorm uses its running statistics. In train mode it normalises with the dummy
@@ -16,55 +17,17 @@ change the model); a batch of one image then needs spatial size > 1 at every Bat
 """
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Callable, Iterable, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from .attacks import AttackConfig, attack_config, initial_label
 from .config import progress_enabled
-from .defenses import Defense, NoDefense, SharedGradient, defense_from_spec
-from .engine import (ATTACKS, AttackConfig, AttackResult, Chunk, Trial, attack_config, best_restart,
-                     idlg_label)
+from .defenses import NoDefense, SharedGradient
+from .engine import AttackResult, Chunk, Trial, best_restart
 from .objectives import Targets, correlation, l2
-
-__all__ = ["target_gradients", "shared_gradient", "idlg_label", "gradient_distance", "correlation_distance",
-           "AttackResult", "AttackConfig", "ATTACKS", "attack_config", "dlg_batch", "dlg"]
-
-
-def _params(model: nn.Module) -> list[torch.Tensor]:
-    return [p for p in model.parameters() if p.requires_grad]
-
-
-def shared_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor, defense: Defense | str | None = None,
-                    generator: torch.Generator | None = None, keep_source: bool = False) -> SharedGradient:
-    """What a client shares after one gradient computation on (x, y) through ``defense``
-    (its randomness drawn once from ``generator``): the defended gradient with what the defense
-    reveals about the true one (:class:`~dlg_utils.defenses.SharedGradient`). ``keep_source``
-    keeps the true gradient too, for ``AttackConfig(redraw_defense=True)`` (seed 000's loop)."""
-    if x.dim() != 4:
-        raise ValueError(f"x must be a batch N x C x H x W, got shape {tuple(x.shape)}")
-    y = torch.as_tensor(y, device=x.device).long().reshape(-1)
-    if len(y) != len(x):
-        raise ValueError(f"{len(x)} images but {len(y)} labels")
-    loss = F.cross_entropy(model(x), y)
-    grads = [g.detach() for g in torch.autograd.grad(loss, _params(model))]
-    if not all(torch.isfinite(g).all() for g in grads):
-        raise ValueError("the model's gradient contains NaN or Inf")
-    shared = defense_from_spec(defense).share(grads, generator)
-    if keep_source:
-        shared.source = grads
-    return shared
-
-
-def target_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-                     defense: Defense | str | None = None,
-                     generator: torch.Generator | None = None) -> list[torch.Tensor]:
-    """The gradient a client shares: d CE(model(x), y) / d parameters, one tensor per parameter
-    (x a batch N x C x H x W in [0, 1], y N integer labels), after ``defense`` (drawn once)."""
-    return shared_gradient(model, x, y, defense, generator).grads
 
 
 def _one_trial(fn, dummy_grads: Iterable[torch.Tensor], target_grads: Iterable[torch.Tensor]) -> torch.Tensor:
@@ -108,17 +71,16 @@ def dlg_batch(models: nn.Module | Sequence[nn.Module], targets: Sequence, *, ima
     targets: T shared gradients: lists of tensors, or :class:`SharedGradient` (which also
     carries the defense and its box, for ``attack="adaptive"``). labels / seeds /
     ground_truths / attack: one value for all trials or a list of T (see :func:`dlg`). attack: a name of
-    :data:`ATTACKS` (``"dlg"``, ``"idlg"``, ``"ig"``), an :class:`AttackConfig`, or
-    ``"adaptive"`` (the defense-aware attacker, chosen per trial's defense: pass
-    :class:`SharedGradient` targets). ``settings``: fields of :class:`AttackConfig` that
+    :data:`~dlg_utils.attacks.ATTACKS` (``"dlg"``, ``"idlg"``, ``"ig"``), an
+    :class:`~dlg_utils.attacks.AttackConfig`, or ``"adaptive"`` (the defense-aware attacker,
+    chosen per trial's defense: pass :class:`SharedGradient` targets). ``settings``: fields of :class:`AttackConfig` that
     override the attack's (``iterations``, ``max_iter``, ``distance``, ``line_search_fn``,
     ``restarts``...). Trials run ``chunk_size`` at a time (restarts count as trials);
     finished trials leave the batch, and ``on_result(index, result)`` is called as each one
     finishes (to save it at once). ``compile``: evaluate each chunk as one ``torch.compile``'d
     graph of all its trials (the same values to float tolerance; measured 1.5x faster
     evaluations for 64 LeNet trials on 2 CPU cores, after a compile of 5-20 s per chunk shape);
-    attacks that apply a defense per trial (``straight_through``, ``redraw_defense``) run
-    uncompiled.
+    attacks that are not :attr:`~dlg_utils.attacks.AttackConfig.compilable` run eager.
     """
     T = len(targets)
     if T == 0:
@@ -128,12 +90,12 @@ def dlg_batch(models: nn.Module | Sequence[nn.Module], targets: Sequence, *, ima
     truths = _trial_list(ground_truths, T, "ground_truths")
     model_list = _trial_list(models, T, "models") if isinstance(models, (list, tuple)) else None
     configs = [attack_config(a, s.defense, **settings) for a, s in zip(_trial_list(attack, T, "attack"), shared)]
-    # trials that differ only in how the label is found share a batch (DLG and iDLG, say)
+    labels = [initial_label(c, label, s.grads) for c, label, s in zip(configs, labels, shared)]
+    # configs are equal when they run the same computation (name and label source aside): DLG
+    # and iDLG trials, say, share a batch
     groups: dict[AttackConfig, list[int]] = {}
     for t, config in enumerate(configs):
-        if labels[t] is None and config.label == "idlg":
-            labels[t] = "idlg"
-        groups.setdefault(replace(config, name="", label="learn"), []).append(t)
+        groups.setdefault(config, []).append(t)
     results: list[AttackResult | None] = [None] * T
     show = progress_enabled() if progress is None else progress
     names = sorted({c.name for c in configs})
@@ -156,9 +118,7 @@ def dlg_batch(models: nn.Module | Sequence[nn.Module], targets: Sequence, *, ima
                     if on_result is not None:
                         on_result(t, results[t])
 
-            compiled = compile and not config.per_trial_defense
-            Chunk(None if model_list else models, part, image_shape, num_classes, config,
-                  compile=compiled).run(bar, done)
+            Chunk(None if model_list else models, part, image_shape, num_classes, config, compile=compile).run(bar, done)
     bar.close()
     return results
 
@@ -170,7 +130,7 @@ def dlg(model: nn.Module, target_grads: Sequence[torch.Tensor] | SharedGradient,
 
     image_shape: N x C x H x W (or C x H x W for one image). label: ``None`` learns a soft dummy
     label (DLG); an int / tensor of N labels fixes it (iDLG); ``"idlg"`` extracts it with
-    :func:`idlg_label`. seed: draws the dummy image, then the dummy label, from N(0, 1).
+    :func:`~dlg_utils.attacks.idlg_label`. seed: draws the dummy image, then the dummy label, from N(0, 1).
     iterations: L-BFGS steps (seed 000: 100, DLG: 300, seed 002: 1200), each of up to
     ``max_iter`` (20) evaluations; ``lr`` (1), ``history_size`` (100), ``tolerance_grad``,
     ``tolerance_change`` as in ``torch.optim.LBFGS``. Snapshots (clamped to [0, 1]) every

@@ -102,6 +102,12 @@ class Defense:
         (each tensor's range) included."""
         return sum(math.prod(s) * self.entry_bits + self.range_bits for s in shapes)
 
+    @property
+    def kind(self) -> str:
+        """The family of the defense: its spec's name before any ``:`` ("uniform", "sparsity",
+        "gaussian", "mixed", ...). The one place a defense's kind is read from its name."""
+        return self.name.partition(":")[0]
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r})"
 

@@ -7,30 +7,46 @@ default, so a run never changes a committed file).
 from __future__ import annotations
 
 import argparse
-import platform
-import time
+import tempfile
 from pathlib import Path
 
-import torch
+from .config import IMAGES_DIR, ROOT, quick_mode
 
-from .config import IMAGES_DIR, ROOT, free_cores, quick_mode
-from .data import load_dataset
-from .defenses import SPECS, defense_from_spec, describe
-from .experiments import dataset_target, run_attacks
-from .metrics import IMAGE_THRESHOLD
-from .models import LeNet, init_uniform_
-from .plotting import reconstruction_grid, save_figure
+DEFAULT_DEFENSES = ("none", "uniform:16", "sparsity:0.2")
+
+
+def _samples() -> int:
+    """How many embedded samples there are (numpy only: --help and argument errors stay instant)."""
+    import numpy as np
+    with np.load(Path(__file__).resolve().parent / "samples" / "samples.npz") as f:
+        return len(f["labels"])
+
+
+def writable_folder(folder: str | Path) -> str | None:
+    """None if ``folder`` is (or can be made) a folder this process can write, else why not."""
+    path = Path(folder)
+    if path.exists() and not path.is_dir():
+        return f"{folder} exists and is not a folder"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path):
+            pass
+    except OSError as e:
+        return f"cannot write to {folder}: {e.strerror or e}"
+    return None
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    """The demo's options, each checked: a bad value ends with a one-line error, not a traceback."""
-    n = len(load_dataset("samples"))
+    """The demo's options, each checked before any attack runs: a bad value ends with a
+    one-line error, not a traceback (and before torch loads, except a defense or device)."""
+    n = _samples()
     parser = argparse.ArgumentParser(prog="python -m dlg_utils.demo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, nargs="+", default=[0], help=f"indices into the {n} embedded samples")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="dummy-initialisation seeds (>= 0)")
-    parser.add_argument("--defenses", nargs="+", default=["none", "uniform:16", "sparsity:0.2"],
-                        help=f"defense specs, one per row of the figure; forms: {', '.join(SPECS)}")
+    parser.add_argument("--defenses", nargs="+", default=list(DEFAULT_DEFENSES),
+                        help="defense specs, one per row of the figure (none, uniform:N, stochastic:N, sparsity:R, "
+                             "gaussian:S, laplacian:S, half, mixed, int8, int16)")
     parser.add_argument("--iterations", type=int, default=30 if quick_mode() else 300,
                         help="L-BFGS iterations per attack, each up to 20 evaluations (default 300, DLG's)")
     parser.add_argument("--model-seed", type=int, default=0, help="seed of the LeNet's uniform init")
@@ -38,7 +54,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="CPU threads (default: the cores not busy with other work, see config.free_cores)")
     parser.add_argument("--device", default="cpu", help="torch device to attack on (cpu, cuda, cuda:1...)")
     parser.add_argument("--out", default=str(IMAGES_DIR / "runs"), help="folder for the figure (default images/runs)")
-    parser.add_argument("--figure", default="demo_dlg_defenses.png", help="the figure's file name")
+    parser.add_argument("--figure", default="demo_dlg_defenses.png", help="the figure's file name (.png, .pdf, .svg)")
     args = parser.parse_args(argv)
     if bad := [i for i in args.images if not 0 <= i < n]:
         parser.error(f"--images: {bad} out of range; the embedded samples are 0..{n - 1}")
@@ -48,11 +64,17 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error("--iterations must be >= 1")
     if args.threads is not None and args.threads < 1:
         parser.error("--threads must be >= 1")
+    if Path(args.figure).name != args.figure or Path(args.figure).suffix.lower() not in (".png", ".pdf", ".svg"):
+        parser.error(f"--figure must be a file name ending in .png, .pdf or .svg, got {args.figure!r}")
+    if why := writable_folder(args.out):
+        parser.error(f"--out: {why}")
+    from .defenses import defense_from_spec  # loads torch
     for spec in args.defenses:
         try:
             defense_from_spec(spec)
         except ValueError as e:
             parser.error(f"--defenses: {e}")
+    import torch
     try:
         args.device = torch.device(args.device)
         torch.empty(0, device=args.device)
@@ -63,23 +85,37 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
+    import platform
+    import time
+
+    import torch
+
+    from .config import free_cores
+    from .data import load_dataset
+    from .defenses import describe
+    from .experiments import AttackTrial, DatasetTargets, Execution, RowOptions, run_attacks
+    from .models import get_model
+    from .plotting import reconstruction_grid, save_figure
+    from .stats import CRITERIA, recovered
+
     torch.set_num_threads(args.threads or free_cores())
     torch.manual_seed(args.model_seed)
-    model = init_uniform_(LeNet(in_channels=3, num_classes=100, image_size=32)).to(args.device)
+    model = get_model("lenet", in_channels=3, num_classes=100, image_size=32).to(args.device)
     data = load_dataset("samples")
-    trials = [dict(image=i, seed=s, defense=d) for i in args.images for s in args.seeds for d in args.defenses]
+    trials = [AttackTrial(i, s, d, "dlg", settings={"iterations": args.iterations})
+              for i in args.images for s in args.seeds for d in args.defenses]
     results = {}
     start = time.perf_counter()
-    table = run_attacks(trials, model, lambda m, t: dataset_target(m, data, t), keep_history=False,
-                        on_result=lambda t, r: results.update({(t["image"], t["seed"], t["defense"]): r}),
-                        iterations=args.iterations)
+    table = run_attacks(trials, model, DatasetTargets(data), rows=RowOptions(keep_history=False),
+                        on_result=lambda t, r: results.update({(t.image, t.seed, t.defense): r}))
     wall = time.perf_counter() - start
-    table["recovered"] = table["mse"] < IMAGE_THRESHOLD
+    for name in ("mse", "ssim"):
+        table[f"recovered ({CRITERIA[name]})"] = recovered(table, name)
     table["converged_at"] = table["converged_at"].astype("Int64")  # <NA>: never below 1e-4
-    cols = ["image", "seed", "defense", "grad_distance", "mse", "psnr", "ssim", "recovered",
-            "label_correct", "converged_at"]
+    cols = ["image", "seed", "defense", "grad_distance", "mse", "psnr", "ssim",
+            *(c for c in table.columns if c.startswith("recovered")), "label_correct", "converged_at"]
     print(f"\nDLG on LeNet (4 convs, uniform init, seed {args.model_seed}), embedded samples, "
-          f"{args.iterations} L-BFGS iterations; recovered = image MSE < {IMAGE_THRESHOLD:g}")
+          f"{args.iterations} L-BFGS iterations")
     print(table[cols].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     iters_per_s = sum(r.history["iteration"].iloc[-1] for r in results.values()) / wall
     where = f"{torch.get_num_threads()} CPU threads" if args.device.type == "cpu" else str(args.device)

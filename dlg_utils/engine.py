@@ -1,6 +1,8 @@
-"""The attack engine: T gradient-matching trials advanced together as one computation.
+"""The attack engine: T gradient-matching trials advanced together as one computation. Pure
+mechanics: what to run comes from the catalogue (:mod:`~dlg_utils.attacks`), each trial's label
+already decided (:func:`~dlg_utils.attacks.initial_label`).
 
-An attack is an :class:`AttackConfig`: a distance between the dummy gradient and the shared one
+An attack is an :class:`~dlg_utils.attacks.AttackConfig`: a distance between the dummy gradient and the shared one
 (:mod:`~dlg_utils.objectives`), an optimizer (the batched L-BFGS of DLG or the batched Adam of
 Inverting Gradients), an image prior and box, and how the label is found. Every evaluation
 computes the dummy gradients of all trials with ``torch.func`` (``vmap`` over ``grad`` of the
@@ -14,7 +16,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import pandas as pd
@@ -24,150 +26,12 @@ from torch import nn
 from torch.func import functional_call, grad, grad_and_value, stack_module_state, vmap
 
 from .adam import BatchedAdam
-from .defenses import Defense, SharedGradient, defense_from_spec
-from .lbfgs import LINE_SEARCHES, BatchedLBFGS
+from .attacks import AttackConfig
+from .defenses import SharedGradient
+from .lbfgs import BatchedLBFGS
 from .memory import keep_freed_memory
-from .metrics import GRAD_THRESHOLD, image_table
+from .metrics import image_table
 from .objectives import DISTANCES, Targets, masked, straight_through, total_variation
-
-OPTIMIZERS = ("lbfgs", "adam")
-LABELS = ("learn", "idlg")
-LABEL_SOURCES = ("weight", "bias")
-
-
-@dataclass(frozen=True)
-class AttackConfig:
-    """Every setting of one attack (the same for all trials of a batch).
-
-    distance: a key of :data:`~dlg_utils.objectives.DISTANCES`; ``masked`` ignores the entries
-    the target does not have (zeros); ``straight_through`` passes the dummy gradient through
-    the trial's defense first (identity backward: BPDA). optimizer: ``"lbfgs"`` (DLG:
-    ``torch.optim.LBFGS`` with lr, history_size, max_iter, tolerances, line_search_fn) or
-    ``"adam"`` (Inverting Gradients: lr, ``signed`` steps, step size times ``decay`` at each
-    fraction ``decay_at`` of the run). ``boxed`` keeps the image in [0, 1]; ``tv`` weighs the
-    total-variation prior. ``restarts`` runs each trial from that many dummies and keeps the
-    one with the lowest final distance. label: ``"learn"`` (DLG's soft dummy label) or
-    ``"idlg"`` (read from the gradient, :func:`~dlg_utils.attack.idlg_label` with
-    ``label_source``) for trials given no label. Records: a history row every
-    ``record_every`` iterations (and the last), snapshots every ``snapshot_every`` and at
-    ``snapshot_at``; ``converged`` once the distance is below ``grad_threshold``
-    (``stop_when_converged`` ends the trial there).
-
-    ``redraw_defense`` replays seed 000's code, which applies the defense inside the L-BFGS
-    closure: every evaluation matches a fresh draw of the trial's defense applied to the true
-    gradient (the target's ``source``, from the trial's generator), not the one gradient a
-    client shared. Stochastic rounding then moves the target at every call; deterministic
-    defenses give the same target each time. Off by default: a real attacker sees one draw.
-    """
-
-    name: str = "dlg"
-    distance: str = "l2"
-    masked: bool = False
-    straight_through: bool = False
-    optimizer: str = "lbfgs"
-    iterations: int = 300
-    lr: float = 1.0
-    history_size: int = 100
-    max_iter: int = 20
-    tolerance_grad: float = 1e-7
-    tolerance_change: float = 1e-9
-    line_search_fn: str | None = None
-    signed: bool = False
-    decay_at: tuple[float, ...] = ()
-    decay: float = 0.1
-    boxed: bool = False
-    tv: float = 0.0
-    restarts: int = 1
-    label: str = "learn"
-    label_source: str = "weight"
-    record_every: int = 1
-    snapshot_every: int = 10
-    snapshot_at: tuple[int, ...] = ()
-    grad_threshold: float = GRAD_THRESHOLD
-    stop_when_converged: bool = False
-    redraw_defense: bool = False
-
-    @property
-    def per_trial_defense(self) -> bool:
-        """Whether an evaluation applies each trial's defense in Python (straight through or
-        re-drawn), which one compiled graph of all trials cannot hold."""
-        return self.straight_through or self.redraw_defense
-
-    def __post_init__(self):
-        checks = [(self.distance in DISTANCES, f"distance must be one of {sorted(DISTANCES)}"),
-                  (self.optimizer in OPTIMIZERS, f"optimizer must be one of {OPTIMIZERS}"),
-                  (self.line_search_fn in LINE_SEARCHES, f"line_search_fn must be one of {LINE_SEARCHES}"),
-                  (self.label in LABELS, f"label must be one of {LABELS}"),
-                  (self.label_source in LABEL_SOURCES, f"label_source must be one of {LABEL_SOURCES}"),
-                  (int(self.iterations) == self.iterations >= 0, "iterations must be an integer >= 0"),
-                  (int(self.restarts) == self.restarts >= 1, "restarts must be an integer >= 1"),
-                  (int(self.record_every) == self.record_every >= 1, "record_every must be an integer >= 1"),
-                  (self.lr > 0 and self.tv >= 0, "lr must be > 0 and tv >= 0"),
-                  (all(0 < f < 1 for f in self.decay_at), "decay_at must be fractions in (0, 1)")]
-        for ok, message in checks:
-            if not ok:
-                raise ValueError(f"{message}; got {self!r}")
-        object.__setattr__(self, "decay_at", tuple(self.decay_at))
-        object.__setattr__(self, "snapshot_at", tuple(int(k) for k in self.snapshot_at))
-
-
-ATTACKS: dict[str, AttackConfig] = {
-    # DLG (Zhu et al. 2019): L2 distance, L-BFGS lr 1, history 100, 20 evaluations per step
-    "dlg": AttackConfig("dlg"),
-    # iDLG (Zhao et al. 2020): DLG with the label read from the gradient
-    "idlg": AttackConfig("idlg", label="idlg"),
-    # Inverting Gradients (Geiping et al. 2020), the authors' defaults for 32x32 images
-    # (reconstruct_image.py): cosine distance over all layers, signed Adam with step 0.1 decayed
-    # by 10 at 3/8, 5/8 and 7/8 of 4,000 iterations, images boxed to [0, 1], TV weight 1e-4,
-    # random normal start, one restart (--restarts), the iDLG label for a single image
-    "ig": AttackConfig("ig", distance="cosine", optimizer="adam", iterations=4000, lr=0.1, signed=True,
-                       decay_at=(3 / 8, 5 / 8, 7 / 8), boxed=True, tv=1e-4, label="idlg", record_every=20,
-                       snapshot_every=500),
-}
-
-# The defense-aware attacker (Kerckhoffs: it knows the defense and its parameters), per kind of
-# defense. It keeps Inverting Gradients' machinery (signed Adam, TV prior, box, iDLG label) and
-# changes what is matched. Chosen by the pilot of notebook 9 (results/frontier_pilot.jsonl:
-# 4 images of samples-gray28, dummy seed 0, 1,000 iterations; median SSIM, LeNet / LeNet-5):
-#   candidate                                   uniform:8  uniform:16 stochastic:8 sparsity:0.9  mixed
-#   IG as it is (cosine)                        .29/.19    .60/.31    .29/.18      .02/.11       .94/.94
-#   box distance ("interval"), L-BFGS (iDLG)    .35/.10    .51/.12    .11/.07      .56/.15       .82/.21
-#   box distance, IG machinery                  .81/.80    .86/.82    .51/.57      .43/.89       .85/.90
-#   BPDA: the dummy gradient through the same   .26/.45    .77/.76    .16/.26      .82/.89       .92/.94
-#     defense, identity backward; IG machinery
-#   masked cosine (kept entries only), IG       .29/.19    .60/.31    .29/.18      .65/.88       .96/.94
-# A quantizer (uniform, stochastic, half, per-layer int8/int16) reveals a box of true gradients
-# (each entry within a step of what was sent): matching the box, zero inside it, is the best
-# candidate against every coarse grid; BPDA matches one point of the box and fails when the
-# step is coarse. Against mixed int8/int16, whose grid is fine, the box adds nothing (.85/.90
-# against IG's .94/.94): the frontier takes each trial's best attack, so there IG's result
-# stands. Against a sparsifier BPDA is best (it also makes the dummy's own small entries vanish).
-# Noise has nothing to undo and "none" nothing to know: there the strongest plain attack (IG).
-_BOX = replace(ATTACKS["ig"], name="adaptive", distance="interval")
-ADAPTIVE: dict[str, AttackConfig] = {
-    **{kind: _BOX for kind in ("uniform", "stochastic", "half", "mixed", "int8", "int16")},
-    "sparsity": replace(ATTACKS["ig"], name="adaptive", straight_through=True),
-}
-
-
-def attack_config(attack: str | AttackConfig = "dlg", defense: Defense | str | None = None,
-                  **overrides) -> AttackConfig:
-    """The configuration of ``attack`` (a name of :data:`ATTACKS`, ``"adaptive"`` or a config)
-    against ``defense``, with ``overrides`` (fields of :class:`AttackConfig`) applied."""
-    if isinstance(attack, AttackConfig):
-        config = attack
-    elif attack == "adaptive":
-        kind = defense_from_spec(defense).name.split(":")[0]
-        config = ADAPTIVE.get(kind, replace(ATTACKS["ig"], name="adaptive"))
-    elif attack in ATTACKS:
-        config = ATTACKS[attack]
-    else:
-        raise ValueError(f"unknown attack {attack!r}; choose one of {sorted(ATTACKS) + ['adaptive']}")
-    unknown = set(overrides) - {f.name for f in fields(AttackConfig)}
-    if unknown:
-        raise TypeError(f"unknown attack settings {sorted(unknown)}")
-    return replace(config, **overrides) if overrides else config
-
 
 @dataclass
 class AttackResult:
@@ -185,7 +49,7 @@ class AttackResult:
     converged_at: int | None = None
     seed: int = 0
     seconds: float = 0.0
-    attack: str = "dlg"
+    attack: str = ""
     restart: int = 0
 
     @property
@@ -206,26 +70,33 @@ def _batchnorm_without_running_stats(model: nn.Module) -> nn.Module:
     return model
 
 
-def idlg_label(target_grads: Sequence[torch.Tensor], source: str = "weight") -> int:
-    """iDLG's label of a single-image gradient: the class whose row of the last linear layer's
-    weight gradient sums to the most negative value (softmax(z)_c - 1 < 0 times non-negative
-    features). ``source="bias"`` reads the last bias gradient, softmax(z) - onehot, whose only
-    negative entry is the label whatever the sign of the features (tanh networks, LeNet-5)."""
-    if source not in LABEL_SOURCES:
-        raise ValueError(f"source must be one of {LABEL_SOURCES}, got {source!r}")
-    dim = 1 if source == "bias" else 2
-    found = [g for g in target_grads if g.dim() == dim]
-    if not found:
-        raise ValueError(f"no {'1-D (bias)' if dim == 1 else '2-D (linear layer weight)'} gradient found for iDLG")
-    return int(found[-1].argmin() if dim == 1 else found[-1].sum(dim=-1).argmin())
+def check_inputs(model: nn.Module, image_shape: Sequence[int], num_classes: int) -> tuple[int, ...]:
+    """The dummy batch's shape N x C x H x W from ``image_shape`` (C x H x W is one image),
+    checked once against the model with a forward pass of zeros: a shape the model cannot take
+    or a ``num_classes`` other than its output is a one-line error naming the argument."""
+    shape = tuple(int(s) for s in image_shape)
+    if len(shape) == 3:
+        shape = (1, *shape)
+    if len(shape) != 4 or min(shape) < 1:
+        raise ValueError(f"image_shape must be N x C x H x W or C x H x W, got {tuple(image_shape)}")
+    p = next(model.parameters())
+    try:
+        with torch.no_grad():  # in the model's own mode (train-mode BatchNorm: a copy that tracks nothing)
+            out = model(torch.zeros(shape, device=p.device, dtype=p.dtype))
+    except RuntimeError as e:
+        raise ValueError(f"image_shape {tuple(image_shape)} does not fit the model: {str(e).splitlines()[0]}") from None
+    if out.shape != (shape[0], num_classes):
+        raise ValueError(f"num_classes={num_classes} but the model outputs {tuple(out.shape[1:])} values per image")
+    return shape
 
 
 @dataclass
 class Trial:
-    """One engine trial: what it attacks and how its dummy starts."""
+    """One engine trial: what it attacks and how its dummy starts. ``label``: the trial's N
+    labels, or None to learn a soft dummy label (:func:`~dlg_utils.attacks.initial_label`)."""
 
     target: SharedGradient
-    label: object = None
+    label: torch.Tensor | None = None
     seed: int = 0
     restart: int = 0
     truth: torch.Tensor | None = None
@@ -260,7 +131,7 @@ class Chunk:
 
         self._one = grad(loss_fn)
         self._many = vmap(grad(loss_fn), in_dims=(0 if self.per_trial else None, 0, 0))
-        self.shape = tuple(image_shape) if len(image_shape) == 4 else (1, *image_shape)
+        self.shape = check_inputs(base, image_shape, num_classes)  # base: never updates BatchNorm statistics
         self.N, self.K = self.shape[0], num_classes
         self.nx = int(torch.Size(self.shape).numel())
         self.targets = self._stack_targets(named)
@@ -270,6 +141,10 @@ class Chunk:
         self._init_dummies()
         # ground truths stacked (zeros where a trial has none), so metrics are one batched call
         self.has_truth = [t.truth is not None for t in trials]
+        for t in trials:
+            if t.truth is not None and (t.truth.numel() != self.nx or not torch.isfinite(t.truth).all()):
+                raise ValueError(f"ground_truth must be {self.nx} finite values (image_shape {self.shape}), got "
+                                 f"shape {tuple(t.truth.shape)}" + ("" if torch.isfinite(t.truth).all() else " with NaN/Inf"))
         self.truth = torch.stack([torch.zeros(self.shape) if t.truth is None else t.truth.detach().reshape(self.shape)
                                   for t in trials]).to(self.device, self.dtype)
         self.generators = [torch.Generator(self.device).manual_seed(t.seed) for t in trials]
@@ -281,7 +156,7 @@ class Chunk:
             self.opt = BatchedAdam(self.x0, lr=config.lr, signed=config.signed, gamma=config.decay,
                                    milestones=[math.floor(config.iterations * f) for f in config.decay_at],
                                    box=(0.0, 1.0) if config.boxed else None, boxed=self.nx)
-        self._compiled = self._compile() if compile else None
+        self._compiled = self._compile() if compile and config.compilable else None  # else eager
         self._active: tuple | None = None  # (idx, weights, targets) of the last set of active trials
         self.steps = [0] * T
         self.rows: list[list[dict]] = [[] for _ in range(T)]
@@ -322,16 +197,17 @@ class Chunk:
         x0, learn, onehot, self.fixed = [], [], [], []
         ny = self.N * self.K
         for t in self.trials:
-            lab = t.label if t.label is not None else (None if self.config.label == "learn" else "idlg")
+            lab = t.label
             gen = torch.Generator().manual_seed(int(t.seed))
             for _ in range(t.restart + 1):
                 x = torch.randn(self.shape, generator=gen).flatten()
                 y = torch.randn((self.N, self.K), generator=gen).flatten() if lab is None else torch.zeros(ny)
             if lab is not None:
-                lab = (torch.tensor([idlg_label(t.target.grads, self.config.label_source)])
-                       if isinstance(lab, str) and lab == "idlg" else torch.as_tensor(lab).long().reshape(-1).cpu())
+                lab = torch.as_tensor(lab).long().reshape(-1).cpu()
                 if len(lab) != self.N:
-                    raise ValueError(f"{len(lab)} labels for a batch of {self.N}")
+                    raise ValueError(f"{len(lab)} labels for a batch of {self.N} images (image_shape {self.shape})")
+                if not ((0 <= lab) & (lab < self.K)).all():
+                    raise ValueError(f"labels {lab.tolist()} out of range for num_classes={self.K}")
             self.fixed.append(lab)
             x0.append(torch.cat([x, y]))
             learn.append(lab is None)
@@ -364,9 +240,6 @@ class Chunk:
 
     def _compile(self) -> Callable:
         """:meth:`objective` and its gradient as one torch.compile'd function of all T trials."""
-        if self.config.per_trial_defense:
-            raise ValueError("compile=True runs every trial in one compiled graph; a defense applied per trial "
-                             "(straight_through, redraw_defense) needs compile=False")
         return torch.compile(grad_and_value(self.objective, has_aux=True), dynamic=False)
 
     def evaluate(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -423,7 +296,7 @@ class Chunk:
         return AttackResult(image=image, label=label.cpu(), history=pd.DataFrame(self.rows[t]),
                             snapshots=self.snaps[t], converged=self.converged_at[t] is not None,
                             diverged=self.diverged[t], converged_at=self.converged_at[t], seed=int(trial.seed),
-                            seconds=seconds, attack=self.config.name, restart=trial.restart)
+                            seconds=seconds, restart=trial.restart)
 
     def run(self, bar, on_result: Callable[[int, AttackResult], None]) -> None:
         """Advance every trial to the end; ``on_result(t, result)`` as each one finishes.

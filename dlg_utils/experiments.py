@@ -1,13 +1,27 @@
-"""Sweeps over (image, seed, defense, ...) trials that store each finished trial on disk as one
-JSON line, so an interrupted sweep resumes without redoing or losing a finished trial."""
+"""Typed trials, the keys that identify their results, and sweeps that store each finished
+trial on disk as one JSON line, so an interrupted sweep resumes without redoing or losing a
+finished trial and a changed setting never returns a stale row.
+
+A stored row carries ``key``, the SHA-256 of its full configuration, and ``config``, that
+configuration. For an attack trial (:class:`AttackTrial`) it covers the trial (image, dummy
+seed, defense, attack, model name, tags), the attack's every setting after its catalogue entry
+and overrides (:class:`~dlg_utils.attacks.AttackConfig`: iterations, label source, distance,
+optimizer...), the attacked model's architecture, mode and weights (a digest of its state),
+the data (a digest of the image, its label and how the target is made) and what the row keeps.
+For a plain :func:`sweep` it covers the trial and the sweep's ``context``. Rows of different
+settings live side by side in one file. Files written before keys covered every setting (rows
+with only a ``trial`` field) are refused with a message; ``scripts/migrate_results.py``
+rewrites the project's committed files.
+"""
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Callable, Collection, Iterable
+from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -16,16 +30,62 @@ from torch import nn
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from .attack import AttackResult, dlg_batch, shared_gradient
+from .attack import dlg_batch
+from .attacks import AttackConfig, attack_config
+from .cases import shared_gradient
 from .config import progress_enabled
-from .defenses import SharedGradient
-from .engine import AttackConfig
+from .defenses import SharedGradient, defense_from_spec
+from .engine import AttackResult
+
+# --- keys ---------------------------------------------------------------------------------------
 
 
-def trial_key(trial: dict) -> str:
-    """A stable identity for a trial: its parameters as sorted JSON."""
-    return json.dumps(trial, sort_keys=True, default=str)
+def canonical(value):
+    """``value`` as plain JSON data, the same for equal settings: dataclasses and mappings as
+    dicts with sorted keys, tuples as lists, paths and defenses by name."""
+    if is_dataclass(value) and not isinstance(value, type):
+        return {f.name: canonical(getattr(value, f.name)) for f in fields(value)}
+    if isinstance(value, Mapping):
+        return {str(k): canonical(v) for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))}
+    if isinstance(value, (list, tuple)):
+        return [canonical(v) for v in value]
+    if isinstance(value, (np.integer, np.floating, np.bool_)):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, torch.Tensor):
+        raise TypeError("a tensor cannot be part of a key: describe it (tensor_digest)")
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)
 
+
+def config_key(config) -> str:
+    """The key of a configuration: SHA-256 of its canonical JSON."""
+    text = json.dumps(canonical(config), sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def tensor_digest(tensor: torch.Tensor) -> str:
+    """A short digest of a tensor's dtype, shape and values."""
+    t = tensor.detach().cpu().contiguous()
+    h = hashlib.sha256(f"{t.dtype}{tuple(t.shape)}".encode())
+    h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()[:20]
+
+
+def model_fingerprint(model: nn.Module) -> dict:
+    """What of a model a result depends on: its class and constructor settings, its mode
+    (train or eval: BatchNorm) and a digest of its weights and buffers."""
+    h = hashlib.sha256()
+    for name, t in model.state_dict().items():
+        h.update(name.encode())
+        h.update(tensor_digest(t).encode())
+    return {"class": type(model).__name__, "options": canonical(getattr(model, "config", {})),
+            "mode": "train" if model.training else "eval", "state": h.hexdigest()[:20]}
+
+
+# --- storage ------------------------------------------------------------------------------------
 
 def load_rows(path: str | Path) -> list[dict]:
     """The finished rows stored at ``path`` (a torn last line from a crash is ignored)."""
@@ -41,56 +101,74 @@ def load_rows(path: str | Path) -> list[dict]:
     return rows
 
 
+class OldFormatError(ValueError):
+    """A results file written before keys covered every setting."""
+
+
 class RowStore:
-    """Finished trials' rows, kept in a JSON-lines file at ``path`` (or in memory if None)."""
+    """Finished rows by key, kept in a JSON-lines file at ``path`` (or in memory if None)."""
 
     def __init__(self, path: str | Path | None):
         self.path = Path(path) if path else None
-        self.rows = {row["trial"]: row for row in load_rows(self.path)} if self.path else {}
+        rows = load_rows(self.path) if self.path else []
+        old = sum("key" not in r for r in rows)
+        if old:
+            raise OldFormatError(
+                f"{self.path}: {old} of {len(rows)} rows were written by the old key format (keyed by the trial's "
+                "fields alone, which missed settings such as the iterations), so they cannot be matched to a "
+                "setting. Rewrite the project's committed files with `python scripts/migrate_results.py`, or move "
+                "this file away to compute its rows again.")
+        self.rows = {r["key"]: r for r in rows}
         if self.path:
             self.path.parent.mkdir(parents=True, exist_ok=True)
 
-    def pending(self, trials: list[dict]) -> list[tuple[str, dict]]:
-        """(key, trial) for the trials not stored yet; duplicates are an error."""
-        keys = [trial_key(t) for t in trials]
-        if len(set(keys)) != len(keys):
-            raise ValueError("trials contain duplicates")
-        return [(k, t) for k, t in zip(keys, trials) if k not in self.rows]
+    def __contains__(self, key: str) -> bool:
+        return key in self.rows
 
-    def add(self, key: str, row: dict) -> None:
-        """Store one finished row, on disk at once (flushed and synced)."""
-        self.rows[key] = row = {**row, "trial": key}
+    def add(self, key: str, config: dict, row: dict) -> None:
+        """Store one finished row with its key and configuration, on disk at once (synced)."""
+        self.rows[key] = row = {**row, "key": key, "config": canonical(config)}
         if self.path:
             with open(self.path, "a") as f:
                 f.write(json.dumps(row, default=float) + "\n")
                 f.flush()
                 os.fsync(f.fileno())
 
-    def frame(self, trials: list[dict]) -> pd.DataFrame:
-        return pd.DataFrame([self.rows[trial_key(t)] for t in trials])
+    def frame(self, keys: Sequence[str]) -> pd.DataFrame:
+        return pd.DataFrame([self.rows[k] for k in keys])
 
 
-def sweep(trials: Iterable[dict], run: Callable[[dict], dict], path: str | Path | None = None,
+def _unique(keys: list[str]) -> None:
+    if len(set(keys)) != len(keys):
+        raise ValueError("trials contain duplicates (two trials with the same full configuration)")
+
+
+def sweep(trials: Iterable, run: Callable, path: str | Path | None = None, *, context=None,
           progress: bool | None = None, desc: str = "trials", executor: str = "local",
           resources: dict | None = None) -> pd.DataFrame:
     """Run ``run(trial)`` for every trial not yet stored at ``path``; return one row per trial
-    (the trial's parameters and what ``run`` returned), in the order of ``trials``.
-    ``executor="ray"``: each trial is one Ray task (``resources`` per task, e.g.
-    ``{"num_gpus": 1}``), its row stored here as it finishes."""
+    (the trial's fields and what ``run`` returned), in the order of ``trials``. A trial is a
+    dict or a dataclass; its key covers the trial and ``context`` (settings every trial shares):
+    put every setting ``run`` reads into one or the other. ``executor="ray"``: each trial is
+    one Ray task (``resources`` per task, e.g. ``{"num_gpus": 1}``), its row stored here as it
+    finishes."""
     from .executors import check_executor, ray_map
     check_executor(executor)
     trials = list(trials)
+    configs = [{"trial": canonical(t), "context": canonical(context)} for t in trials]
+    keys = [config_key(c) for c in configs]
+    _unique(keys)
     store = RowStore(path)
+    pending = [i for i, k in enumerate(keys) if k not in store]
     show = progress_enabled() if progress is None else progress
-    pending = store.pending(trials)
     if executor == "local":
-        finished = ((i, run(trial)) for i, (_, trial) in enumerate(pending))
+        finished = ((j, run(trials[i])) for j, i in enumerate(pending))
     else:
-        finished = ray_map(run, [trial for _, trial in pending], resources)
-    for i, result in tqdm(finished, total=len(pending), desc=desc, disable=not show):
-        key, trial = pending[i]
-        store.add(key, {**trial, **result})
-    return store.frame(trials)
+        finished = ray_map(run, [trials[i] for i in pending], resources)
+    for j, result in tqdm(finished, total=len(pending), desc=desc, disable=not show):
+        i = pending[j]
+        store.add(keys[i], configs[i], {**configs[i]["trial"], **result})
+    return store.frame(keys)
 
 
 def expand_histories(rows: pd.DataFrame, keep: Iterable[str] = ("image", "seed", "defense", "model"),
@@ -102,14 +180,124 @@ def expand_histories(rows: pd.DataFrame, keep: Iterable[str] = ("image", "seed",
     return pd.concat(parts, ignore_index=True)
 
 
-def trial_row(result: AttackResult, true_label: int, keep_history: bool | Collection[int] = True,
-              keep_image: bool = False) -> dict:
-    """One sweep row from an attack's result: attack, final metrics, label, convergence, time;
-    ``keep_history``: the per-iteration history (True), none (False), or its rows at these
-    iterations and the last (a collection); with ``keep_image`` the final image (clamped, 8
-    bits: :func:`row_image` reads it back)."""
+# --- attack trials ------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class AttackTrial:
+    """One attack trial: image ``image`` of the data, dummy seed ``seed`` (which also draws the
+    defense's randomness), ``defense`` (a spec), ``attack`` (a name of the catalogue,
+    ``"adaptive"`` or a key of ``configs``), the ``model`` it attacks (a key of the models
+    given), ``settings`` (:class:`~dlg_utils.attacks.AttackConfig` fields that override the
+    attack's: iterations, label_source...) and ``tags`` (columns that name the trial in
+    tables, e.g. a design). Every field is part of the key."""
+
+    image: int
+    seed: int = 0
+    defense: str = "none"
+    attack: str = "dlg"
+    model: str = "model"
+    settings: Mapping = field(default_factory=dict)
+    tags: Mapping = field(default_factory=dict)
+
+    def __post_init__(self):
+        if not isinstance(self.image, (int, np.integer)) or not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
+            raise ValueError(f"a trial's image and seed are integers (seed >= 0), got image={self.image!r}, "
+                             f"seed={self.seed!r}")
+        defense_from_spec(self.defense)  # a bad spec fails here, with the valid forms
+
+    def config(self, configs: Mapping[str, AttackConfig] | None = None) -> AttackConfig:
+        """The attack this trial runs: its catalogue entry (or ``configs[attack]``) against its
+        defense, with its ``settings``."""
+        base = (configs or {}).get(self.attack, self.attack)
+        return attack_config(base, self.defense, **dict(self.settings))
+
+    def columns(self) -> dict:
+        """The trial's fields as a row's columns (tags flattened)."""
+        return {"image": int(self.image), "seed": int(self.seed), "defense": self.defense, "attack": self.attack,
+                "model": self.model, **dict(self.tags)}
+
+
+@dataclass
+class Prepared:
+    """A trial made ready for the engine: what the attacker gets and what it should find."""
+
+    target: SharedGradient
+    truth: torch.Tensor
+    true_label: int
+
+
+class DatasetTargets:
+    """Targets from a data set: the gradient of image ``trial.image`` of ``dataset`` through the
+    trial's defense, its randomness drawn from the trial's seed (the true gradient kept too when
+    the attack re-draws the defense, seed 000's loop)."""
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+
+    def item(self, trial: AttackTrial) -> tuple[torch.Tensor, int]:
+        n = len(self.dataset)
+        if not 0 <= int(trial.image) < n:
+            raise ValueError(f"trial {trial.columns()}: image {trial.image} is out of range; the data set has {n} "
+                             f"images (0..{n - 1})")
+        x, y = self.dataset[int(trial.image)]
+        return x, int(y)
+
+    def describe(self, trial: AttackTrial) -> dict:
+        """What of the data the trial's result depends on (cheap: no gradient)."""
+        x, y = self.item(trial)
+        return {"source": "dataset", "image": tensor_digest(x), "label": y}
+
+    def prepare(self, model: nn.Module, trial: AttackTrial, config: AttackConfig) -> Prepared:
+        x, y = self.item(trial)
+        device = next(model.parameters()).device
+        x = x[None].to(device)
+        shared = shared_gradient(model, x, torch.tensor([y], device=device), trial.defense,
+                                 torch.Generator(device).manual_seed(int(trial.seed)), config.redraw_defense)
+        return Prepared(shared, x, y)
+
+
+@dataclass(frozen=True)
+class RowOptions:
+    """What a stored row keeps beyond the final metrics: the history (all iterations, none, or
+    these iterations and the last), the final image (8 bits; of every trial, none, or of
+    trials with these dummy seeds) and snapshots at these iterations (clamped, 4 decimals)."""
+
+    keep_history: bool | tuple[int, ...] = True
+    keep_image: bool | tuple[int, ...] = False
+    keep_snapshots: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class Execution:
+    """How trials run; none of it changes a result beyond round-off, so none of it is in a key.
+    ``chunk_size`` trials per engine batch, targets prepared ``slice_size`` at a time,
+    ``compile`` (see :func:`~dlg_utils.attack.dlg_batch`), ``per_trial_models`` (trials of
+    different models of one architecture in one batch), ``executor`` ("local" or "ray", with
+    ``resources`` per Ray task)."""
+
+    chunk_size: int = 64
+    slice_size: int = 512
+    progress: bool | None = None
+    executor: str = "local"
+    resources: dict | None = None
+    compile: bool = False
+    per_trial_models: bool = False
+
+    def __post_init__(self):
+        from .executors import check_executor
+        check_executor(self.executor)
+        if self.chunk_size < 1 or self.slice_size < 1:
+            raise ValueError(f"chunk_size and slice_size must be >= 1, got {self.chunk_size}, {self.slice_size}")
+
+
+def trial_row(result: AttackResult, true_label: int, options: RowOptions = RowOptions()) -> dict:
+    """One sweep row from an attack's result: final metrics, label, convergence, time, and what
+    ``options`` keeps (:class:`RowOptions`; :func:`row_image` reads a kept image back)."""
+    keep_history, keep_image = options.keep_history, options.keep_image
+    if not isinstance(keep_image, bool):
+        keep_image = result.seed in keep_image
     final = result.final if len(result.history) else pd.Series(dtype=float)
-    row = {"attack": result.attack, "true_label": int(true_label), "label": int(result.label[0]),
+    row = {"true_label": int(true_label), "label": int(result.label[0]),
            "label_correct": bool(int(result.label[0]) == int(true_label)),
            **{k: float(final.get(k, float("nan"))) for k in ("grad_distance", "mse", "l1", "psnr", "ssim")},
            "converged": result.converged, "converged_at": result.converged_at,
@@ -125,6 +313,9 @@ def trial_row(result: AttackResult, true_label: int, keep_history: bool | Collec
         pixels = (result.image.detach().clamp(0, 1) * 255).round().to(torch.uint8).cpu()
         row["image_shape"] = list(pixels.shape)
         row["image_u8"] = base64.b64encode(pixels.numpy().tobytes()).decode("ascii")
+    if options.keep_snapshots:
+        row["snapshots"] = {int(k): v[0].numpy().round(4).tolist() for k, v in result.snapshots.items()
+                            if k in options.keep_snapshots}
     return row
 
 
@@ -134,154 +325,122 @@ def row_image(row) -> torch.Tensor:
     return torch.from_numpy(raw).view(*row["image_shape"]).float() / 255
 
 
-def trial_attack(trial: dict) -> str:
-    """The attack a trial names (``"attack"``); older trials say ``"label_mode": "idlg"``."""
-    return trial.get("attack") or ("idlg" if trial.get("label_mode", "dlg") == "idlg" else "dlg")
-
-
-@dataclass
-class Prepared:
-    """A trial made ready for the engine: what the attacker gets and what it should find."""
-
-    target: SharedGradient
-    truth: torch.Tensor
-    true_label: int
-
-
-def dataset_target(model: nn.Module, dataset: Dataset, trial: dict, keep_source: bool = False) -> Prepared:
-    """The shared gradient of image ``trial["image"]`` of ``dataset`` through the trial's
-    ``defense`` (its randomness drawn from the trial's ``seed``, which also draws the dummy);
-    ``keep_source`` keeps the true gradient (for ``redraw_defense``)."""
-    x, y = dataset[trial["image"]]
-    device = next(model.parameters()).device
-    x, y = x[None].to(device), int(y)
-    shared = shared_gradient(model, x, torch.tensor([y], device=device), trial.get("defense", "none"),
-                             torch.Generator(device).manual_seed(trial["seed"]), keep_source)
-    return Prepared(shared, x, y)
 
 
 @dataclass
 class _Attacks:
-    """What every batch of a :func:`run_attacks` call shares: the models, how a trial becomes a
-    target, how a result becomes a row and the engine's settings (sent to Ray once)."""
+    """What every batch of a :func:`run_attacks` call shares: the models, the targets, what a
+    row keeps and how to run (sent to Ray once)."""
 
     models: object  # a model, or a dict name -> model
-    prepare: Callable
-    per_trial_models: bool
-    row_settings: dict
-    attack_settings: dict
+    targets: object
+    rows: RowOptions
+    execution: Execution
 
-    def model(self, name):
-        return self.models[name] if isinstance(self.models, dict) else self.models
+    def model(self, name: str) -> nn.Module:
+        if not isinstance(self.models, dict):
+            return self.models
+        if name not in self.models:
+            raise ValueError(f"a trial names model {name!r}; the models given are {sorted(self.models)}")
+        return self.models[name]
 
-    def run(self, part: list[tuple[str, dict]], emit: Callable[[str, dict, dict, AttackResult], None]) -> None:
-        """Attack every trial of ``part`` (pending (key, trial) pairs of one model, or of any
-        models with ``per_trial_models``) in one engine call; ``emit(key, trial, row,
-        result)`` as each finishes."""
-        models = [self.model(t.get("model")) for _, t in part]
-        ready = [self.prepare(m, trial) for m, (_, trial) in zip(models, part)]
-        keep_history, keep_image, extra, configs = (self.row_settings[k] for k in
-                                                    ("keep_history", "keep_image", "extra", "configs"))
+    def run(self, part: list[tuple[str, dict, AttackTrial, AttackConfig]], emit: Callable) -> None:
+        """Attack every trial of ``part`` (pending (key, config, trial, attack) of one model, or
+        of any models with ``per_trial_models``) in one engine call; ``emit(key, config, row,
+        trial, result)`` as each finishes."""
+        models = [self.model(t.model) for _, _, t, _ in part]
+        ready = [self.targets.prepare(m, t, a) for m, (_, _, t, a) in zip(models, part)]
+        shapes = {tuple(p.truth.shape) for p in ready}
+        if len(shapes) > 1:
+            raise ValueError(f"the trials of one batch have images of different shapes {sorted(shapes)}")
 
         def save(i: int, result: AttackResult) -> None:
-            key, trial = part[i]
-            row = trial_row(result, ready[i].true_label, keep_history, keep_image)
-            emit(key, trial, {**trial, **row, **(extra(result) if extra else {})}, result)
+            key, config, trial, attack = part[i]
+            row = {**trial.columns(), "iterations": attack.iterations,
+                   **trial_row(result, ready[i].true_label, self.rows)}
+            emit(key, config, row, trial, result)
 
-        dlg_batch(models if self.per_trial_models else models[0], [p.target for p in ready],
+        run = self.execution
+        dlg_batch(models if run.per_trial_models else models[0], [p.target for p in ready],
                   image_shape=ready[0].truth.shape, num_classes=ready[0].target.grads[-1].shape[0],
-                  seeds=[t["seed"] for _, t in part], ground_truths=[p.truth for p in ready],
-                  attack=[(configs or {}).get(trial_attack(t), trial_attack(t)) for _, t in part],
-                  on_result=save, **self.attack_settings)
+                  seeds=[int(t.seed) for _, _, t, _ in part], ground_truths=[p.truth for p in ready],
+                  attack=[a for _, _, _, a in part], on_result=save, chunk_size=run.chunk_size,
+                  progress=run.progress if run.executor == "local" else False, compile=run.compile)
 
-    def rows(self, part: list[tuple[str, dict]]) -> list[tuple[str, dict, dict, AttackResult]]:
-        """Every trial's (key, trial, row, result): what a Ray task sends back."""
+    def rows_of(self, part: list) -> list[tuple]:
+        """Every trial's (key, config, row, trial, result): what a Ray task sends back."""
         out = []
         self.run(part, lambda *finished: out.append(finished))
         return out
 
 
-def run_attacks(trials: Iterable[dict], models: nn.Module | dict[str, nn.Module],
-                prepare: Callable[[nn.Module, dict], Prepared], path: str | Path | None = None, *,
-                keep_history: bool | Collection[int] = True, keep_image: bool = False, extra: Callable[[AttackResult], dict] | None = None,
-                chunk_size: int = 64, slice_size: int = 512, progress: bool | None = None,
-                on_result: Callable[[dict, AttackResult], None] | None = None,
-                configs: dict[str, AttackConfig] | None = None, per_trial_models: bool = False,
-                executor: str = "local", resources: dict | None = None, **settings) -> pd.DataFrame:
-    """The one pipeline of every attack study: trial -> shared gradient (``prepare(model,
-    trial)``) -> engine -> row, each row stored at ``path`` the moment its trial finishes;
-    trials already stored there are not run again. A trial names its ``attack`` (``"dlg"``,
-    ``"idlg"``, ``"ig"``, ``"adaptive"``; default DLG) and its ``model`` (a key of ``models``
-    when that is a dict) and carries its ``seed``. ``settings`` override every attack's
-    (``iterations``...); ``extra(result)`` adds columns to a row; ``on_result(trial, result)``
-    sees each result. ``configs`` names attacks of your own (name -> :class:`AttackConfig`) that
-    trials may name too. Targets are prepared ``slice_size`` trials at a time, to bound memory.
-    ``per_trial_models``: the models of ``models`` share one architecture, and trials of
-    different models run in one batch (per-trial weights) instead of one batch per model.
+def attack_keys(trials: Sequence[AttackTrial], models: nn.Module | dict[str, nn.Module], targets,
+                configs: Mapping[str, AttackConfig] | None = None, rows: RowOptions = RowOptions()
+                ) -> list[tuple[str, dict, AttackConfig]]:
+    """(key, configuration, attack) of every trial: what :func:`run_attacks` stores them under."""
+    lookup = _Attacks(models, targets, rows, Execution())
+    prints: dict[str, dict] = {}
+    out = []
+    for trial in trials:
+        if not isinstance(trial, AttackTrial):
+            raise TypeError(f"trials are AttackTrial objects, got {type(trial).__name__}: {trial!r}")
+        attack = trial.config(configs)
+        if trial.model not in prints:
+            prints[trial.model] = model_fingerprint(lookup.model(trial.model))
+        config = {"kind": "attack", "trial": canonical(trial), "attack": canonical(attack),
+                  "model": prints[trial.model], "data": targets.describe(trial), "rows": canonical(rows)}
+        out.append((config_key(config), config, attack))
+    return out
 
-    ``executor="ray"`` runs every ``chunk_size`` trials as one Ray task (``resources`` per
-    task, default one CPU; see :func:`~dlg_utils.executors.ray_map`) and stores each task's rows
-    in this process as it finishes: an interrupted sweep loses only the tasks in flight."""
-    from .executors import check_executor, ray_map
-    check_executor(executor)
+
+def run_attacks(trials: Iterable[AttackTrial], models: nn.Module | dict[str, nn.Module], targets,
+                path: str | Path | None = None, *, configs: Mapping[str, AttackConfig] | None = None,
+                rows: RowOptions = RowOptions(), execution: Execution = Execution(),
+                on_result: Callable[[AttackTrial, AttackResult], None] | None = None) -> pd.DataFrame:
+    """The one pipeline of every attack study: trial -> shared gradient (``targets.prepare``,
+    e.g. :class:`DatasetTargets`) -> engine -> row, each row stored at ``path`` under its key
+    the moment its trial finishes; trials whose key is stored there already are not run again.
+    ``models``: one model or a dict name -> model that trials name. ``configs`` names attacks of
+    your own (name -> :class:`~dlg_utils.attacks.AttackConfig`) that trials may name too.
+    ``on_result(trial, result)`` sees each new result. Returns one row per trial, in order.
+
+    With ``execution.executor="ray"`` every ``chunk_size`` trials are one Ray task and each
+    task's rows are stored in this process as it finishes: an interrupted sweep loses only the
+    tasks in flight."""
+    from .executors import ray_map
     trials = list(trials)
+    keyed = attack_keys(trials, models, targets, configs, rows)
+    keys = [k for k, _, _ in keyed]
+    _unique(keys)
     store = RowStore(path)
     by_model: dict = {}
-    for key, trial in store.pending(trials):
-        by_model.setdefault(None if per_trial_models else trial.get("model"), []).append((key, trial))
-    size = chunk_size if executor == "ray" else slice_size
-    attacks = _Attacks(models, prepare, per_trial_models,
-                       dict(keep_history=keep_history, keep_image=keep_image, extra=extra, configs=configs),
-                       dict(chunk_size=chunk_size, progress=progress if executor == "local" else False, **settings))
+    for (key, config, attack), trial in zip(keyed, trials):
+        if key not in store:
+            by_model.setdefault(None if execution.per_trial_models else trial.model, []).append(
+                (key, config, trial, attack))
+    size = execution.chunk_size if execution.executor == "ray" else execution.slice_size
+    attacks = _Attacks(models, targets, rows, execution)
     parts = [group[lo:lo + size] for group in by_model.values() for lo in range(0, len(group), size)]
 
-    def emit(key: str, trial: dict, row: dict, result: AttackResult) -> None:
-        store.add(key, row)
+    def emit(key: str, config: dict, row: dict, trial: AttackTrial, result: AttackResult) -> None:
+        store.add(key, config, row)
         if on_result is not None:
             on_result(trial, result)
 
-    if executor == "local":
+    if execution.executor == "local":
         for part in parts:
             attacks.run(part, emit)
     else:
-        show = progress_enabled() if progress is None else progress
+        show = progress_enabled() if execution.progress is None else execution.progress
         with tqdm(total=len(parts), desc="Ray tasks", disable=not show) as bar:
-            for _, finished in ray_map(_Attacks.rows, parts, resources, shared=attacks):
+            for _, finished in ray_map(_Attacks.rows_of, parts, execution.resources, shared=attacks):
                 for item in finished:
                     emit(*item)
                 bar.update(1)
-    return store.frame(trials)
+    return store.frame(keys)
 
 
-def attack_sweep(trials: Iterable[dict], models: nn.Module | dict[str, nn.Module], dataset: Dataset,
-                 path: str | Path | None = None, iterations: int | None = None,
-                 keep_history: bool | Collection[int] = True,
-                 chunk_size: int = 64, progress: bool | None = None, **settings) -> pd.DataFrame:
-    """Attack every trial ``{"image", "seed", "defense"[, "attack"][, "model"]}`` through the
-    batched engine (:func:`run_attacks` with :func:`dataset_target`), writing each trial's row
-    to ``path`` the moment it finishes; trials already stored there are not run again.
-
-    The target gradient of a trial is the gradient of image ``image`` of ``dataset`` through
-    ``defense`` (its randomness drawn from ``seed``, which also draws the dummy). ``attack``:
-    ``"dlg"`` (default), ``"idlg"``, ``"ig"`` or ``"adaptive"`` (older trials: ``"label_mode":
-    "idlg"``). ``models`` is one model or a dict name -> model selected by the trial's
-    ``model`` key. ``iterations`` and ``settings`` override the attacks' own
-    (``redraw_defense=True`` replays seed 000's closure, which redraws the defense per call).
-    """
-    if iterations is not None:
-        settings["iterations"] = iterations
-    keep = bool(settings.get("redraw_defense", False))
-    return run_attacks(trials, models, lambda model, trial: dataset_target(model, dataset, trial, keep), path,
-                       keep_history=keep_history, chunk_size=chunk_size, progress=progress, **settings)
-
-
-def attack_trial(model: nn.Module, dataset: Dataset, image: int, seed: int, defense: str = "none",
-                 iterations: int | None = None, label_mode: str = "dlg", keep_history: bool = True,
-                 attack: str | None = None, **settings) -> tuple[dict, AttackResult]:
-    """Attack image ``image`` of ``dataset`` through ``defense`` with dummy seed ``seed`` (which
-    also draws the defense's randomness); returns (summary row, AttackResult)."""
-    trial = {"image": image, "seed": seed, "defense": defense, "attack": attack or ("idlg" if label_mode == "idlg" else "dlg")}
-    results = []
-    attack_sweep([trial], model, dataset, iterations=iterations, progress=False,
-                 on_result=lambda _, r: results.append(r), **settings)
-    return trial_row(results[0], int(dataset[image][1]), keep_history), results[0]
+def attack_sweep(trials: Iterable[AttackTrial], models: nn.Module | dict[str, nn.Module], dataset: Dataset,
+                 path: str | Path | None = None, **kwargs) -> pd.DataFrame:
+    """:func:`run_attacks` on targets from ``dataset`` (:class:`DatasetTargets`); keywords as there."""
+    return run_attacks(trials, models, DatasetTargets(dataset), path, **kwargs)

@@ -15,10 +15,11 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
-from .attack import AttackResult, target_gradients
+from .attacks import AttackConfig
+from .cases import target_gradients
 from .codec import Policy, as_policy, decode_update, encode_update, wrong_modes
 from .defenses import NoDefense, SharedGradient
-from .experiments import Prepared, run_attacks, trial_key
+from .experiments import AttackTrial, Execution, Prepared, RowOptions, run_attacks, tensor_digest
 
 
 def one_step_update(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, lr: float) -> dict[str, np.ndarray]:
@@ -57,6 +58,28 @@ def attacker_views(update: dict[str, np.ndarray], policy: Policy, lr: float) -> 
 LEAK_ATTACKS = [(view, "l2") for view in ATTACK_VIEWS] + [("sent", "correlation")]
 
 
+class UpdateViews:
+    """Targets for :func:`leakage_sweep`: the one-step update of a client holding image
+    ``trial.image`` of ``data``, as the attacker sees it in the view ``trial.tags["view"]``."""
+
+    def __init__(self, data: Dataset, policy: Policy, lr: float):
+        self.data, self.policy, self.lr = data, policy, lr
+        self._views: dict[int, tuple[torch.Tensor, int, dict[str, list[torch.Tensor]]]] = {}  # once per image
+
+    def describe(self, trial: AttackTrial) -> dict:
+        x, y = self.data[trial.image]
+        return {"source": "one-step update", "policy": str(self.policy), "lr": self.lr, "image": tensor_digest(x),
+                "label": int(y)}
+
+    def prepare(self, model: torch.nn.Module, trial: AttackTrial, config: AttackConfig) -> Prepared:
+        if trial.image not in self._views:
+            x, y = self.data[trial.image]
+            update = one_step_update(model, x[None], torch.tensor([int(y)]), self.lr)
+            self._views[trial.image] = x[None], int(y), attacker_views(update, self.policy, self.lr)
+        x, y, seen = self._views[trial.image]
+        return Prepared(SharedGradient(seen[trial.tags["view"]], NoDefense()), x, y)
+
+
 def leakage_sweep(model: torch.nn.Module, data: Dataset, images: Sequence[int], policy: Policy,
                   lr: float, iterations: int = 450, seeds: Sequence[int] = (0,), path: str | Path | None = None,
                   snapshot_at: Sequence[int] = (0, 10, 20, 30, 50, 100, 200, 450), progress: bool | None = None
@@ -67,28 +90,12 @@ def leakage_sweep(model: torch.nn.Module, data: Dataset, images: Sequence[int], 
     view's own last bias gradient (iDLG's rule for a tanh network). One row per (image, seed,
     view, distance), stored at ``path`` as it finishes, with the snapshots (clamped images) at
     ``snapshot_at``; trials already stored there are not run again."""
-    trials = [{"image": int(i), "seed": int(s), "view": v, "distance": d, "iterations": iterations}
+    settings = lambda distance: {"iterations": iterations, "distance": distance, "label_source": "bias",
+                                 "snapshot_every": 0, "snapshot_at": tuple(snapshot_at)}
+    trials = [AttackTrial(int(i), int(s), "none", "idlg", "model", settings(d), {"view": v, "distance": d})
               for i in images for s in seeds for v, d in LEAK_ATTACKS]
     if not trials:
         return pd.DataFrame()
-    views: dict[int, tuple[torch.Tensor, int, dict[str, list[torch.Tensor]]]] = {}  # once per image
-
-    def prepare(model: torch.nn.Module, trial: dict) -> Prepared:
-        if trial["image"] not in views:
-            x, y = data[trial["image"]]
-            update = one_step_update(model, x[None], torch.tensor([int(y)]), lr)
-            views[trial["image"]] = x[None], int(y), attacker_views(update, policy, lr)
-        x, y, seen = views[trial["image"]]
-        return Prepared(SharedGradient(seen[trial["view"]], NoDefense()), x, y)
-
-    def snapshots(result: AttackResult) -> dict:
-        return {"snapshots": {int(k): v[0].numpy().round(4).tolist() for k, v in result.snapshots.items()
-                              if k in snapshot_at}}
-
-    # the distance is one setting of a whole batch: one run per distance
-    frames = [run_attacks([t for t in trials if t["distance"] == distance], model, prepare, path, extra=snapshots,
-                          progress=progress, iterations=iterations, distance=distance, label="idlg",
-                          label_source="bias", snapshot_every=0, snapshot_at=tuple(snapshot_at))
-              for distance in dict.fromkeys(d for _, d in LEAK_ATTACKS)]
-    rows = {row["trial"]: row for frame in frames for row in frame.to_dict("records")}
-    return pd.DataFrame([rows[trial_key(t)] for t in trials])  # in the order of trials
+    return run_attacks(trials, model, UpdateViews(data, policy, lr), path,
+                       rows=RowOptions(keep_history=True, keep_snapshots=tuple(snapshot_at)),
+                       execution=Execution(progress=progress))

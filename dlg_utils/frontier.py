@@ -20,8 +20,8 @@ from scipy import stats
 from torch import nn
 
 from .defenses import defense_from_spec
-from .engine import ATTACKS
-from .experiments import dataset_target, run_attacks, sweep, trial_row
+from .attacks import ATTACKS
+from .experiments import AttackTrial, DatasetTargets, Execution, RowOptions, run_attacks, sweep
 from .models import LeNet, LeNet5, init_uniform_, resnet18
 from .success import bootstrap_ci
 from .training import train
@@ -110,13 +110,13 @@ def attack_iterations(setup: Setup, attack: str) -> int:
     return int(its if its is not None else ATTACKS["ig" if attack == "adaptive" else attack].iterations)
 
 
-def privacy_trials(setup: Setup, model: str) -> list[dict]:
-    """Every (defense, image, seed, attack) of ``model``, with the attack's iterations. The
-    adaptive attacker is skipped where it would be a plain one: no defense (nothing to know)
-    and noise (nothing to undo; the best plain attack stands)."""
-    plain = lambda d: d == "none" or defense_from_spec(d).name.split(":")[0] in NOISE
-    return [{"model": model, "defense": d, "image": int(i), "seed": int(s), "attack": a,
-             "iterations": attack_iterations(setup, a)}
+def privacy_trials(setup: Setup, model: str) -> list[AttackTrial]:
+    """Every (defense, image, seed, attack) of ``model``, each attack at its iterations with the
+    model's label source. The adaptive attacker is skipped where it would be a plain one: no
+    defense (nothing to know) and noise (nothing to undo; the best plain attack stands)."""
+    plain = lambda d: defense_from_spec(d).kind in ("none", *NOISE)
+    settings = lambda a: {"iterations": attack_iterations(setup, a), "label_source": MODELS[model].label_source}
+    return [AttackTrial(int(i), int(s), d, a, model, settings(a))
             for d in setup.attacked_defenses(model) for i in setup.images for s in setup.seeds for a in setup.attacks
             if not (a == "adaptive" and plain(d))]
 
@@ -128,6 +128,12 @@ def attacked_model(setup: Setup, name: str, dataset) -> nn.Module:
     return MODELS[name].build(setup.model_seed, x0.shape[0], len(dataset.classes), x0.shape[-1]).eval()
 
 
+def privacy_rows(setup: Setup) -> RowOptions:
+    """What a privacy row keeps: no history; the 8-bit reconstruction of the dummy seeds of
+    :attr:`Setup.image_seeds`."""
+    return RowOptions(keep_history=False, keep_image=tuple(setup.image_seeds))
+
+
 def run_privacy(setup: Setup, dataset, path: str | Path | None, progress: bool | None = None,
                 chunk_size: int = 48, executor: str = "local", resources: dict | None = None,
                 compile: bool = False) -> pd.DataFrame:
@@ -135,22 +141,18 @@ def run_privacy(setup: Setup, dataset, path: str | Path | None, progress: bool |
     :attr:`Setup.image_seeds`, the 8-bit reconstruction) as it finishes. ``executor="ray"``
     runs each chunk of trials as a Ray task (:func:`~dlg_utils.experiments.run_attacks`);
     ``compile`` evaluates each chunk as one torch.compile'd graph (:func:`~dlg_utils.attack.dlg_batch`)."""
+    run = Execution(chunk_size=chunk_size, progress=progress, executor=executor, resources=resources, compile=compile)
     frames = []
     for name in setup.models:
-        spec = MODELS[name]
         model = attacked_model(setup, name, dataset)
         trials = privacy_trials(setup, name)
-        for attack in setup.attacks:
-            mine = [t for t in trials if t["attack"] == attack]
-            frames.append(run_attacks(
-                mine, model, lambda m, t: dataset_target(m, dataset, t), path, keep_history=False,
-                extra=lambda r: _image_columns(r, setup.image_seeds), progress=progress, chunk_size=chunk_size,
-                label_source=spec.label_source, iterations=attack_iterations(setup, attack),
-                executor=executor, resources=resources, compile=compile))
+        for attack in setup.attacks:  # one attack at a time: each is its own computation
+            frames.append(run_attacks([t for t in trials if t.attack == attack], {name: model},
+                                      DatasetTargets(dataset), path, rows=privacy_rows(setup), execution=run))
     return pd.concat(frames, ignore_index=True)
 
 
-# The candidates the adaptive attacker was chosen from (engine.ADAPTIVE), each with IG's
+# The candidates the adaptive attacker was chosen from (attacks.ADAPTIVE), each with IG's
 # iterations, against the defenses that have something to undo.
 PILOT_DEFENSES = ("uniform:16", "uniform:8", "stochastic:8", "sparsity:0.9", "mixed")
 PILOT_CANDIDATES = {
@@ -162,29 +164,27 @@ PILOT_CANDIDATES = {
 }
 
 
+def pilot_trials(setup: Setup, model: str, images: Sequence[int] = (0, 4, 8, 12)) -> list[AttackTrial]:
+    """Every candidate of :data:`PILOT_CANDIDATES` against every :data:`PILOT_DEFENSES` on
+    ``images`` (dummy seed 0); Adam candidates run as long as IG, the L-BFGS one as iDLG."""
+    its = lambda a: attack_iterations(setup, "ig" if PILOT_CANDIDATES[a].optimizer == "adam" else "idlg")
+    return [AttackTrial(int(i), 0, d, a, model, {"label_source": MODELS[model].label_source, "iterations": its(a)})
+            for d in PILOT_DEFENSES for i in images for a in PILOT_CANDIDATES]
+
+
+def pilot_rows() -> RowOptions:
+    """What a pilot row keeps: the final metrics only."""
+    return RowOptions(keep_history=False)
+
+
 def run_pilot(setup: Setup, dataset, path: str | Path | None, images: Sequence[int] = (0, 4, 8, 12),
               progress: bool | None = None) -> pd.DataFrame:
-    """Every candidate of :data:`PILOT_CANDIDATES` against every :data:`PILOT_DEFENSES` on
-    ``images`` (dummy seed 0): the study behind :data:`~dlg_utils.engine.ADAPTIVE`."""
-    frames = []
-    for name in setup.models:
-        spec = MODELS[name]
-        model = attacked_model(setup, name, dataset)
-        # Adam candidates run as long as IG, the L-BFGS one as long as iDLG
-        configs = {k: replace(c, label_source=spec.label_source, iterations=attack_iterations(
-            setup, "ig" if c.optimizer == "adam" else "idlg")) for k, c in PILOT_CANDIDATES.items()}
-        trials = [{"model": name, "defense": d, "image": int(i), "seed": 0, "attack": a,
-                   "iterations": configs[a].iterations} for d in PILOT_DEFENSES for i in images for a in configs]
-        frames.append(run_attacks(trials, model, lambda m, t: dataset_target(m, dataset, t), path,
-                                  keep_history=False, progress=progress, configs=configs))
+    """The study behind :data:`~dlg_utils.attacks.ADAPTIVE` (:func:`pilot_trials`)."""
+    frames = [run_attacks(pilot_trials(setup, name, images), {name: attacked_model(setup, name, dataset)},
+                          DatasetTargets(dataset), path, configs=PILOT_CANDIDATES, rows=pilot_rows(),
+                          execution=Execution(progress=progress))
+              for name in setup.models]
     return pd.concat(frames, ignore_index=True)
-
-
-def _image_columns(result, seeds) -> dict:
-    if result.seed not in seeds:
-        return {}
-    row = trial_row(result, 0, keep_history=False, keep_image=True)
-    return {"image_shape": row["image_shape"], "image_u8": row["image_u8"]}
 
 
 def utility_trials(setup: Setup, dataset_name: str) -> list[dict]:

@@ -21,8 +21,10 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from .attack import idlg_label, target_gradients
+from .attacks import idlg_label
+from .cases import target_gradients
 from .defenses import GaussianNoise, LaplacianNoise, StochasticRounding, defense_from_spec
+from .experiments import AttackTrial, DatasetTargets, RowOptions
 from .metrics import GRAD_THRESHOLD, IMAGE_THRESHOLD
 
 
@@ -100,6 +102,8 @@ def threshold_sensitivity(rows: pd.DataFrame, thresholds: Sequence[float], by: S
     return pd.concat(parts, ignore_index=True)
 
 
+SUCCESS_ROWS = RowOptions(keep_history=False)  # what a success-study row keeps
+
 RANDOM_DEFENSES = (StochasticRounding, GaussianNoise, LaplacianNoise)  # drawn anew per shared gradient
 
 
@@ -154,44 +158,43 @@ class SuccessStudy:
             models[f"resnet{depth}"] = resnet(depth, self.classes).eval().to(device)
         return models
 
-    def trials(self, n: int) -> tuple[list[dict], list[dict]]:
-        """(LeNet trials, ResNet trials), DLG and iDLG for every image and seed."""
-        images, modes = self.image_indices(n), ("dlg", "idlg")
-        lenet = [{"model": "lenet", "label_mode": m, "image": i, "seed": s}
-                 for m in modes for i in images for s in range(self.lenet_seeds)]
-        resnets = [{"model": f"resnet{d}", "label_mode": m, "image": i, "seed": s}
-                   for d in self.resnet_depths for m in modes for i in images for s in range(self.resnet_seeds)]
+    def trials(self, n: int) -> tuple[list[AttackTrial], list[AttackTrial]]:
+        """(LeNet trials, ResNet trials), DLG and iDLG for every image and seed, at the study's
+        iterations (and evaluations per L-BFGS step for the ResNets)."""
+        images, attacks = self.image_indices(n), ("dlg", "idlg")
+        lenet = [AttackTrial(i, s, "none", a, "lenet", {"iterations": self.iterations})
+                 for a in attacks for i in images for s in range(self.lenet_seeds)]
+        settings = {"iterations": self.resnet_iterations, "max_iter": self.resnet_max_iter}
+        resnets = [AttackTrial(i, s, "none", a, f"resnet{d}", settings)
+                   for d in self.resnet_depths for a in attacks for i in images for s in range(self.resnet_seeds)]
         return lenet, resnets
 
     def paths(self, folder: str | Path) -> tuple[Path, Path]:
         """Where the LeNet and the ResNet rows are stored."""
         folder = Path(folder)
-        return (folder / f"success_lenet_{self.dataset}_{self.iterations}.jsonl",
-                folder / f"success_resnet_{self.dataset}_{self.resnet_iterations}.jsonl")
+        return folder / f"success_lenet_{self.dataset}.jsonl", folder / f"success_resnet_{self.dataset}.jsonl"
 
-    def complete(self, folder: str | Path, n: int) -> bool:
-        """Whether every trial of the study is stored under ``folder``."""
-        from .experiments import load_rows, trial_key
-        lenet, resnets = self.trials(n)
-        return all({trial_key(t) for t in trials} <= {r["trial"] for r in load_rows(path)}
-                   for path, trials in zip(self.paths(folder), (lenet, resnets)))
+    def complete(self, data: Dataset, folder: str | Path, models: dict[str, nn.Module]) -> bool:
+        """Whether every trial of the study is stored under ``folder``, under its full key."""
+        from .experiments import RowStore, attack_keys
+        targets = DatasetTargets(data)
+        return all(all(k in RowStore(path) for k, _, _ in attack_keys(trials, models, targets, rows=SUCCESS_ROWS))
+                   for path, trials in zip(self.paths(folder), self.trials(len(data))))
 
-    def run(self, data: Dataset, folder: str | Path, models: dict[str, nn.Module], only: Sequence[dict] | None = None,
-            lenet_chunk: int = 64, resnet_chunk: int = 20, progress: bool | None = None) -> pd.DataFrame:
+    def run(self, data: Dataset, folder: str | Path, models: dict[str, nn.Module],
+            only: Sequence[AttackTrial] | None = None, lenet_chunk: int = 64, resnet_chunk: int = 20,
+            progress: bool | None = None) -> pd.DataFrame:
         """Attack every trial (or those of ``only``) and store each row under ``folder``;
         stored trials are not run again. Rows with a ``success`` column."""
-        from .experiments import attack_sweep, trial_key
+        from .experiments import Execution, attack_sweep
         lenet, resnets = self.trials(len(data))
         if only is not None:
-            keep = {trial_key(t) for t in only}
-            lenet, resnets = ([t for t in part if trial_key(t) in keep] for part in (lenet, resnets))
+            lenet, resnets = ([t for t in part if t in only] for part in (lenet, resnets))
         lenet_path, resnet_path = self.paths(folder)
-        parts = [attack_sweep(lenet, models, data, lenet_path, iterations=self.iterations, keep_history=False,
-                              chunk_size=lenet_chunk, progress=progress)] if lenet else []
-        if resnets:
-            parts.append(attack_sweep(resnets, models, data, resnet_path, iterations=self.resnet_iterations,
-                                      keep_history=False, chunk_size=resnet_chunk, max_iter=self.resnet_max_iter,
-                                      progress=progress))
+        parts = [attack_sweep(trials, models, data, path, rows=SUCCESS_ROWS,
+                              execution=Execution(chunk_size=chunk, progress=progress))
+                 for trials, path, chunk in ((lenet, lenet_path, lenet_chunk), (resnets, resnet_path, resnet_chunk))
+                 if trials]
         rows = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
         if len(rows):
             rows["success"] = succeeded(rows)

@@ -136,7 +136,7 @@ def seed002(scale: Scale, out: Path, budget: Budget, device: str, root: str | No
     slices = ([lenet[i:i + scale.lenet_slice] for i in range(0, len(lenet), scale.lenet_slice)]
               + [resnets[i:i + 20] for i in range(0, len(resnets), 20)])  # ResNet trials: 20 per batch
     for n, part in enumerate(slices):
-        if not budget.run("seed002", f"{part[0]['model']} slice {n}", lambda: study.run(
+        if not budget.run("seed002", f"{part[0].model} slice {n}", lambda: study.run(
                 data, out, models, only=part, progress=False, lenet_chunk=scale.lenet_slice)):
             return
 

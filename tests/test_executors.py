@@ -12,12 +12,12 @@ import pandas as pd
 import pytest
 import torch
 
-from dlg_utils import LeNet, init_uniform_
-from dlg_utils.experiments import attack_sweep, load_rows, sweep
+from dlg_utils.experiments import AttackTrial, Execution, attack_sweep, load_rows, sweep
+from dlg_utils.models import get_model
 
 ray = pytest.importorskip("ray")
 
-TRIALS = [{"image": i, "seed": s, "defense": d} for i in (0, 12) for s in (0, 1) for d in ("none", "uniform:16")]
+TRIALS = [AttackTrial(i, s, d, settings={"iterations": 3}) for i in (0, 12) for s in (0, 1) for d in ("none", "uniform:16")]
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +29,7 @@ def local_ray():
 
 def lenet():
     torch.manual_seed(0)
-    return init_uniform_(LeNet(3, 100, 32))
+    return get_model("lenet", in_channels=3, num_classes=100, image_size=32)
 
 
 @pytest.mark.slow
@@ -38,14 +38,14 @@ def test_ray_attack_sweep_equals_in_process(local_ray, samples, tmp_path):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as a one-CPU Ray worker runs: the same kernels, so round-off, L-BFGS amplifies
     try:
-        mine = attack_sweep(TRIALS, model, samples, tmp_path / "local.jsonl", iterations=3, chunk_size=2,
-                            progress=False)
+        mine = attack_sweep(TRIALS, model, samples, tmp_path / "local.jsonl",
+                            execution=Execution(chunk_size=2, progress=False))
     finally:
         torch.set_num_threads(threads)
-    theirs = attack_sweep(TRIALS, model, samples, tmp_path / "ray.jsonl", iterations=3, chunk_size=2, progress=False,
-                          executor="ray", resources={"num_cpus": 1})
+    theirs = attack_sweep(TRIALS, model, samples, tmp_path / "ray.jsonl", execution=Execution(
+        chunk_size=2, progress=False, executor="ray", resources={"num_cpus": 1}))
     assert len(load_rows(tmp_path / "ray.jsonl")) == len(TRIALS)  # every row stored once
-    assert list(theirs["trial"]) == list(mine["trial"])
+    assert list(theirs["key"]) == list(mine["key"])
     for col in ("grad_distance", "mse", "psnr", "ssim"):
         pd.testing.assert_series_equal(theirs[col], mine[col], rtol=1e-4, check_names=False)
     assert (theirs["label"] == mine["label"]).all()
@@ -62,13 +62,14 @@ def test_ray_sweep_runs_each_trial_as_a_task(local_ray, tmp_path):
 
 KILLABLE = textwrap.dedent("""
     import sys, torch
-    from dlg_utils import LeNet, init_uniform_, load_dataset
-    from dlg_utils.experiments import attack_sweep
+    from dlg_utils.data import load_dataset
+    from dlg_utils.experiments import AttackTrial, Execution, attack_sweep
+    from dlg_utils.models import get_model
     torch.manual_seed(0)
-    model = init_uniform_(LeNet(3, 100, 32))
-    trials = [{"image": i, "seed": s, "defense": "none"} for i in range(4) for s in range(2)]
-    attack_sweep(trials, model, load_dataset("samples"), sys.argv[1], iterations=40, chunk_size=1, progress=False,
-                 executor="ray", resources={"num_cpus": 1})
+    model = get_model("lenet", in_channels=3, num_classes=100, image_size=32)
+    trials = [AttackTrial(i, s, "none", settings={"iterations": 40}) for i in range(4) for s in range(2)]
+    attack_sweep(trials, model, load_dataset("samples"), sys.argv[1], execution=Execution(
+        chunk_size=1, progress=False, executor="ray", resources={"num_cpus": 1}))
 """)
 
 
@@ -88,13 +89,13 @@ def test_killed_ray_sweep_resumes_without_loss(tmp_path):
     assert 1 <= len(before) < 8
     assert run().wait(timeout=600) == 0
     after = [line for line in path.read_text().splitlines() if line.strip()]
-    keys = [json.loads(line)["trial"] for line in after]
+    keys = [json.loads(line)["key"] for line in after]
     assert len(keys) == len(set(keys)) == 8  # nothing lost, nothing run twice
     assert after[:len(before)] == before  # the rows stored before the kill stand as they were
 
 
 def test_unknown_executor(samples):
     with pytest.raises(ValueError, match="executor must be one of"):
-        attack_sweep(TRIALS[:1], lenet(), samples, executor="dask")
+        attack_sweep(TRIALS[:1], lenet(), samples, execution=Execution(executor="dask"))
     with pytest.raises(ValueError, match="executor must be one of"):
         sweep([{"x": 1}], lambda t: t, executor="threads")

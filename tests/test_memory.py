@@ -9,8 +9,9 @@ import pytest
 PROBE = """
 import json, resource, torch
 from dlg_utils.memory import keep_freed_memory
-from dlg_utils.attack import shared_gradient
-from dlg_utils.engine import ATTACKS, Chunk, Trial
+from dlg_utils.cases import shared_gradient
+from dlg_utils.attacks import ATTACKS
+from dlg_utils.engine import Chunk, Trial
 from dlg_utils.models import LeNet, init_uniform_
 applied = keep_freed_memory()
 torch.manual_seed(0)

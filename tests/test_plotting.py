@@ -2,7 +2,7 @@ import pandas as pd
 import pytest
 import torch
 
-from dlg_utils.attack import AttackResult
+from dlg_utils.engine import AttackResult
 from dlg_utils.plotting import leak_grid, metric_curves, reconstruction_grid
 
 

@@ -7,11 +7,12 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 from dlg_utils.adam import BatchedAdam
-from dlg_utils.attack import dlg, dlg_batch, shared_gradient
+from dlg_utils.attack import dlg, dlg_batch
+from dlg_utils.cases import shared_gradient
 from dlg_utils.defenses import (GaussianNoise, HalfPrecision, MixedPrecision, NoDefense, Sparsification,
                                 StochasticRounding, UniformQuantization, defense_from_spec)
 from dataclasses import replace
-from dlg_utils.engine import ATTACKS, attack_config
+from dlg_utils.attacks import ATTACKS, attack_config
 from dlg_utils.models import LeNet, LeNet5, init_uniform_
 from dlg_utils.objectives import DISTANCES, Targets, masked, straight_through, total_variation
 

@@ -1,0 +1,50 @@
+"""The committed results files load in the current key format, and every trial the notebooks
+ask of them is found under its full key: a full re-run reads them and recomputes nothing."""
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from dlg_utils import frontier as fr
+from dlg_utils.config import RESULTS_DIR
+from dlg_utils.data import load_dataset
+from dlg_utils.experiments import DatasetTargets, RowStore, attack_keys, canonical, config_key
+
+FILES = sorted(RESULTS_DIR.glob("*.jsonl"))
+
+
+@pytest.mark.parametrize("path", FILES, ids=[p.name for p in FILES])
+def test_committed_file_is_in_the_current_format(path):
+    store = RowStore(path)  # raises on an old-format row
+    assert len(store.rows) == sum(1 for line in path.read_text().splitlines() if line.strip())
+    for row in store.rows.values():  # each row's key is the hash of the configuration it stores
+        assert config_key(row["config"]) == row["key"]
+
+
+def test_frontier_trials_are_all_found():
+    setup, data = fr.Setup(), load_dataset("samples-gray28")
+    privacy, pilot = RowStore(RESULTS_DIR / "frontier_privacy.jsonl"), RowStore(RESULTS_DIR / "frontier_pilot.jsonl")
+    for name in setup.models:
+        model = {name: fr.attacked_model(setup, name, data)}
+        for store, trials, kw in ((privacy, fr.privacy_trials(setup, name), dict(rows=fr.privacy_rows(setup))),
+                                  (pilot, fr.pilot_trials(setup, name), dict(rows=fr.pilot_rows(),
+                                                                            configs=fr.PILOT_CANDIDATES))):
+            keys = [k for k, _, _ in attack_keys(trials, model, DatasetTargets(data), **kw)]
+            assert all(k in store for k in keys), f"{name}: {sum(k not in store for k in keys)} trials missing"
+    utility = RowStore(RESULTS_DIR / "frontier_utility.jsonl")
+    keys = [config_key({"trial": canonical(t), "context": None}) for t in fr.utility_trials(setup, "fashion-mnist")]
+    assert all(k in utility for k in keys)
+
+
+def test_table1_original_trials_are_all_found():
+    from dlg_utils import table1
+    from dlg_utils.models import get_model
+    torch.manual_seed(table1.MODEL_SEED)
+    fixed = get_model("lenet", in_channels=3, num_classes=100, image_size=32)
+    seeds = range(10)
+    trials = table1.original_trials(table1.METHODS, table1.ORIGINAL_IMAGES, seeds, 100)
+    keys = attack_keys(trials, table1.original_models(seeds, fixed), DatasetTargets(load_dataset("samples")),
+                       rows=table1.history_rows(100))
+    store = RowStore(RESULTS_DIR / "table1_original_100.jsonl")
+    assert all(k in store for k, _, _ in keys)
