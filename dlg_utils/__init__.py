@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 
 _SUBMODULES = ("attack", "data", "defenses", "metrics", "models", "quantization", "engine", "experiments",
-               "frontier", "training", "success", "objectives", "plotting")
+               "frontier", "training", "training_study", "success", "stats", "objectives", "plotting")
 _EXPORTS = {"AttackResult": "attack", "dlg": "attack", "dlg_batch": "attack", "idlg_label": "attack",
             "target_gradients": "attack", "shared_gradient": "attack", "load_dataset": "data",
             "defense_from_spec": "defenses", "LeNet": "models", "init_uniform_": "models", "resnet18": "models"}

@@ -17,8 +17,8 @@ from .config import IMAGES_DIR, ROOT, free_cores, quick_mode
 from .data import load_dataset
 from .defenses import SPECS, defense_from_spec, describe
 from .experiments import dataset_target, run_attacks
-from .metrics import IMAGE_THRESHOLD
-from .models import LeNet, init_uniform_
+from .models import get_model
+from .stats import IMAGE_THRESHOLD
 from .plotting import reconstruction_grid, save_figure
 
 
@@ -65,7 +65,7 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     torch.set_num_threads(args.threads or free_cores())
     torch.manual_seed(args.model_seed)
-    model = init_uniform_(LeNet(in_channels=3, num_classes=100, image_size=32)).to(args.device)
+    model = get_model("lenet", in_channels=3, num_classes=100, image_size=32).to(args.device)
     data = load_dataset("samples")
     trials = [dict(image=i, seed=s, defense=d) for i in args.images for s in args.seeds for d in args.defenses]
     results = {}

@@ -27,7 +27,8 @@ from .adam import BatchedAdam
 from .defenses import Defense, SharedGradient, defense_from_spec
 from .lbfgs import LINE_SEARCHES, BatchedLBFGS
 from .memory import keep_freed_memory
-from .metrics import GRAD_THRESHOLD, image_table
+from .metrics import image_table
+from .stats import GRAD_THRESHOLD
 from .objectives import DISTANCES, Targets, masked, straight_through, total_variation
 
 OPTIMIZERS = ("lbfgs", "adam")
