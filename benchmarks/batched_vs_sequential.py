@@ -25,7 +25,8 @@ from dlg_utils.reference import reference_dlg
 from dlg_utils.attack import dlg_batch
 from dlg_utils.cases import target_gradients
 from dlg_utils.data import load_dataset
-from dlg_utils.metrics import IMAGE_THRESHOLD, mse
+from dlg_utils.metrics import mse
+from dlg_utils.stats import IMAGE_THRESHOLD
 from dlg_utils.memory import keep_freed_memory
 from flops import build  # the benchmarks' models (this script's folder is on sys.path)
 

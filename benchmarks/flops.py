@@ -43,7 +43,7 @@ from dlg_utils.data import load_dataset
 from dlg_utils.attacks import ATTACKS
 from dlg_utils.engine import Chunk, Trial
 from dlg_utils.memory import keep_freed_memory
-from dlg_utils.models import LeNet, init_uniform_, resnet
+from dlg_utils.models import get_model
 from dlg_utils.reference import reference_dlg
 
 
@@ -68,7 +68,7 @@ def matmul_peak(device: torch.device, n: int = 2048, repeats: int = 10) -> float
 
 def build(name: str, device: torch.device) -> torch.nn.Module:
     torch.manual_seed(0)
-    model = init_uniform_(LeNet(3, 100, 32)) if name == "lenet" else resnet(18, 100).eval()
+    model = get_model("lenet", num_classes=100) if name == "lenet" else get_model("resnet18", num_classes=100).eval()
     return model.to(device)
 
 

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import torch
 
-from dlg_utils import LeNet, init_uniform_, load_dataset
+from dlg_utils import load_dataset
+from dlg_utils.models import get_model
 from dlg_utils.experiments import attack_sweep
 
 
@@ -28,7 +29,7 @@ def main() -> None:
 
     data = load_dataset("samples")
     torch.manual_seed(0)
-    model = init_uniform_(LeNet(3, 100, 32))
+    model = get_model("lenet", in_channels=3, num_classes=100, image_size=32)
     trials = [{"image": t % len(data), "seed": t // len(data), "defense": "none"} for t in range(args.trials)]
     chunk = max(1, args.trials // (2 * args.workers))  # two tasks per worker
     with tempfile.TemporaryDirectory() as tmp:

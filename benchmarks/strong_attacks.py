@@ -16,7 +16,7 @@ import torch
 from dlg_utils.attack import dlg, dlg_batch
 from dlg_utils.cases import shared_gradient
 from dlg_utils.data import load_dataset
-from dlg_utils.models import LeNet, init_uniform_
+from dlg_utils.models import get_model
 
 
 def main() -> None:
@@ -29,7 +29,7 @@ def main() -> None:
     device = torch.device(args.device)
     data = load_dataset("samples-gray28")
     torch.manual_seed(0)
-    model = init_uniform_(LeNet(1, 10, 28)).to(device)
+    model = get_model("lenet", in_channels=1, num_classes=10, image_size=28).to(device)
     print(f"{args.trials} trials per attack (LeNet, 1x28x28 samples-gray28, {args.iterations} iterations), {device}, "
           f"{torch.get_num_threads()} threads, torch {torch.__version__}, {platform.machine()}")
     print(f"{'attack':<26}{'way':<16}{'seconds':>9}{'trials/s':>10}{'ms/it/trial':>13}{'median SSIM':>13}")

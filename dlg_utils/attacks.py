@@ -15,7 +15,7 @@ import torch
 from .defenses import Defense, defense_from_spec
 from .lbfgs import LINE_SEARCHES
 from .objectives import DISTANCES
-from .metrics import GRAD_THRESHOLD
+from .stats import GRAD_THRESHOLD
 
 OPTIMIZERS = ("lbfgs", "adam")
 LABELS = ("learn", "idlg")

@@ -110,7 +110,7 @@ def main(argv=None) -> None:
                         on_result=lambda t, r: results.update({(t.image, t.seed, t.defense): r}))
     wall = time.perf_counter() - start
     for name in ("mse", "ssim"):
-        table[f"recovered ({CRITERIA[name]})"] = recovered(table, name)
+        table[f"recovered ({CRITERIA[name].describe()})"] = recovered(table, name)
     table["converged_at"] = table["converged_at"].astype("Int64")  # <NA>: never below 1e-4
     cols = ["image", "seed", "defense", "grad_distance", "mse", "psnr", "ssim",
             *(c for c in table.columns if c.startswith("recovered")), "label_correct", "converged_at"]

@@ -54,7 +54,7 @@ from .codec import (ARRAYS, RANGES, UPDATE, Policy, as_policy, decode_update, en
 from .config import progress_enabled
 from .data import load_dataset, num_classes as count_classes
 from .defenses import MixedPrecision
-from .models import LeNet5
+from .models import get_model
 from .training import evaluate
 
 CONFIG, METRICS = "config", "metrics"  # message keys (ARRAYS, UPDATE, RANGES: the codec's)
@@ -252,11 +252,12 @@ def evaluation_data(cfg: FLConfig) -> Dataset:
     return Subset(data, range(min(cfg.test_examples, len(data)))) if cfg.test_examples else data
 
 
-def build_lenet5(cfg: FLConfig) -> LeNet5:
-    """Seed 001's LeNet-5 for ``cfg.dataset``'s image size, channels and classes."""
+def dataset_options(cfg: FLConfig) -> dict[str, int]:
+    """The options that build a model for ``cfg.dataset``'s images and classes: seed 001's
+    LeNet-5 is ``get_model("lenet5", **dataset_options(cfg))``."""
     data = _dataset(cfg.dataset, False, cfg.data_root)
     channels, size, _ = data[0][0].shape
-    return LeNet5(in_channels=channels, num_classes=count_classes(data), image_size=size)
+    return {"in_channels": channels, "num_classes": count_classes(data), "image_size": size}
 
 
 RDP_ORDERS = [1 + x / 10.0 for x in range(1, 100)] + list(range(12, 256))  # Opacus' default, extended
@@ -321,7 +322,7 @@ def train_message(msg: Message, ctx: Context) -> Message:
     config = msg.content[CONFIG]
     cfg = FLConfig(**{k: config[k] for k in asdict(FLConfig()) if k in config})
     torch.set_num_threads(1)
-    model = build_lenet5(cfg)
+    model = get_model("lenet5", **dataset_options(cfg))
     model.load_state_dict(msg.content[ARRAYS].to_torch_state_dict())
     partition = int(ctx.node_config["partition-id"])
     data = client_data(cfg, partition)
@@ -382,7 +383,7 @@ def server_app(method: str | None = None, cfg: FLConfig | None = None, strategy:
         run_method, run_cfg = method or run_method, cfg or run_cfg
         run_cfg, run_strategy, _ = make_strategy(run_method, run_cfg)
         torch.manual_seed(run_cfg.seed)
-        model, test = build_lenet5(run_cfg), evaluation_data(run_cfg)
+        model, test = get_model("lenet5", **dataset_options(run_cfg)), evaluation_data(run_cfg)
         start = time.perf_counter()
 
         def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord:
@@ -419,7 +420,7 @@ def method_setup(method: str, cfg: FLConfig) -> tuple[FLConfig, MixedPrecision |
         return replace(cfg, dp_epsilon=cfg.dp_epsilon or 1.0, batch_size=cfg.dp_batch_size, lr=cfg.dp_lr), None, None
     if method == "mixed-wrong-mode":
         client = as_policy("mixed")
-        return cfg, client, wrong_modes(client, len(list(build_lenet5(cfg).parameters())))
+        return cfg, client, wrong_modes(client, len(list(get_model("lenet5", **dataset_options(cfg)).parameters())))
     return cfg, as_policy(method), as_policy(method)
 
 

@@ -16,15 +16,14 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 import torch
-from scipy import stats
 from torch import nn
 
 from .defenses import defense_from_spec
 from .attacks import ATTACKS
 from .experiments import AttackTrial, DatasetTargets, Execution, RowOptions, run_attacks, sweep
-from .models import LeNet, LeNet5, init_uniform_, resnet18
-from .success import bootstrap_ci
-from .training import train
+from .models import get_model, model_options
+from .stats import bootstrap_ci, recovered, t_interval, verdict
+from .training import TrainConfig, train
 
 DEFENSES = ("none", "uniform:240", "uniform:40", "uniform:20", "uniform:16", "uniform:8", "stochastic:16",
             "stochastic:8", "sparsity:0.2", "sparsity:0.4", "sparsity:0.9", "gaussian:0.001", "gaussian:0.01",
@@ -35,14 +34,14 @@ PAPER_STRENGTH = ("none", "uniform:16", "stochastic:16", "sparsity:0.2", "gaussi
                   "mixed")
 ATTACK_NAMES = ("dlg", "idlg", "ig", "adaptive")
 NOISE = ("gaussian", "laplacian")
-SSIM_RECOVERED = 0.5  # see recovered(): a trial leaks when its best reconstruction reaches this SSIM
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """One attacked and trained architecture: how it is built from a seed, the learning rate
-    it trains with (SGD, momentum 0.9, weight decay 5e-4, batch 128) and where iDLG reads the
-    label (the last weight for non-negative features, the last bias otherwise)."""
+    """One attacked and trained architecture: its registry name (:func:`~dlg_utils.models.get_model`
+    builds it with its default initialisation: DLG's uniform one for ``"lenet"``), the learning
+    rate it trains with (SGD, momentum 0.9, weight decay 5e-4, batch 128) and where iDLG reads
+    the label (the last weight for non-negative features, the last bias otherwise)."""
 
     name: str
     lr: float
@@ -50,14 +49,13 @@ class ModelSpec:
     note: str = ""
 
     def build(self, seed: int, in_channels: int = 1, num_classes: int = 10, image_size: int = 28) -> nn.Module:
+        """The model for images of ``in_channels`` x ``image_size`` x ``image_size`` (a model
+        without an ``image_size`` option takes any) and ``num_classes``, its weights drawn after
+        ``torch.manual_seed(seed)``."""
+        options = dict(in_channels=in_channels, num_classes=num_classes, image_size=image_size)
+        known = model_options(self.name)
         torch.manual_seed(seed)
-        if self.name == "lenet":
-            return init_uniform_(LeNet(in_channels, num_classes, image_size))
-        if self.name == "lenet5":
-            return LeNet5(in_channels, num_classes, image_size)
-        if self.name == "resnet18":
-            return resnet18(num_classes, in_channels)
-        raise ValueError(f"unknown model {self.name!r}; choose one of {sorted(MODELS)}")
+        return get_model(self.name, **{k: v for k, v in options.items() if k in known})
 
 
 MODELS = {
@@ -214,8 +212,8 @@ def run_utility(setup: Setup, train_data, test_data, dataset_name: str, path: st
         x0 = train_t[0][0]
         model = MODELS[trial["model"]].build(trial["seed"], x0.shape[0], int(train_t[1].max()) + 1, x0.shape[-1])
         start = time.perf_counter()
-        curve = train(model.to(device), train_t, test_t, trial["epochs"], trial["defense"], lr=trial["lr"],
-                      seed=trial["seed"], progress=False)
+        curve = train(model.to(device), train_t, test_t, TrainConfig(
+            epochs=trial["epochs"], defense=trial["defense"], lr=trial["lr"], seed=trial["seed"], progress=False))
         return {"curve": curve.to_dict("records"), "seconds": time.perf_counter() - start}
 
     return sweep(utility_trials(setup, dataset_name), run, path, progress=progress, desc="training runs",
@@ -239,11 +237,6 @@ def best_of_attacks(rows: pd.DataFrame) -> pd.DataFrame:
     return best.rename(columns={"attack": "best_attack"}).reset_index(drop=True)
 
 
-def recovered(best: pd.DataFrame, threshold: float = SSIM_RECOVERED) -> pd.Series:
-    """A trial leaks its image when its best reconstruction reaches SSIM ``threshold``."""
-    return best["ssim"] >= threshold
-
-
 def _per_image(values: pd.Series, images: pd.Series) -> np.ndarray:
     """Values as an images x trials array (NaN-padded), the unit a bootstrap resamples."""
     groups = [v.to_numpy(float) for _, v in values.groupby(images)]
@@ -251,15 +244,16 @@ def _per_image(values: pd.Series, images: pd.Series) -> np.ndarray:
     return np.array([np.pad(g, (0, width - len(g)), constant_values=np.nan) for g in groups])
 
 
-def privacy_summary(best: pd.DataFrame, threshold: float = SSIM_RECOVERED, level: float = 0.95,
+def privacy_summary(best: pd.DataFrame, threshold: float | None = None, level: float = 0.95,
                     resamples: int = 2000) -> pd.DataFrame:
-    """Per (model, defense): the fraction of trials recovered (SSIM >= ``threshold``) and the
+    """Per (model, defense): the fraction of trials recovered (SSIM >= ``threshold``, by default
+    the criterion's: :data:`~dlg_utils.stats.CRITERIA`) and the
     median PSNR and SSIM of the best attack, each with a bootstrap interval that resamples
     images (all of an image's seeds go together), and the attack that won most trials."""
     out = []
     for (model, defense), g in best.groupby(["model", "defense"], sort=False):
         row = {"model": model, "defense": defense, "images": g["image"].nunique(), "trials": len(g)}
-        for name, values, stat in [("recovered", recovered(g, threshold).astype(float), np.nanmean),
+        for name, values, stat in [("recovered", recovered(g, "ssim", threshold).astype(float), np.nanmean),
                                    ("median psnr", g["psnr"].clip(upper=100), np.nanmedian),
                                    ("median ssim", g["ssim"], np.nanmedian)]:
             row[name] = float(stat(values.to_numpy(float)))
@@ -273,7 +267,7 @@ def privacy_summary(best: pd.DataFrame, threshold: float = SSIM_RECOVERED, level
 def threshold_curve(best: pd.DataFrame, thresholds: Sequence[float]) -> pd.DataFrame:
     """The fraction recovered per (model, defense) at every SSIM threshold: is the reading robust
     to the choice?"""
-    parts = [best.assign(recovered=recovered(best, t)).groupby(["model", "defense"], sort=False)["recovered"]
+    parts = [best.assign(recovered=recovered(best, "ssim", t)).groupby(["model", "defense"], sort=False)["recovered"]
              .mean().rename("recovered").reset_index().assign(threshold=t) for t in thresholds]
     return pd.concat(parts, ignore_index=True)
 
@@ -282,15 +276,6 @@ def final_accuracy(runs: pd.DataFrame) -> pd.DataFrame:
     """Each training run's last-epoch test accuracy: model, defense, seed, accuracy."""
     return pd.DataFrame([{"model": r["model"], "defense": r["defense"], "seed": r["seed"],
                           "accuracy": r["curve"][-1]["test_accuracy"]} for _, r in runs.iterrows()])
-
-
-def _t_interval(values: np.ndarray, level: float) -> tuple[float, float, float]:
-    values = np.asarray(values, float)
-    mean = float(values.mean())
-    if len(values) < 2:
-        return mean, float("nan"), float("nan")
-    half = stats.t.ppf(0.5 + level / 2, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values))
-    return mean, mean - half, mean + half
 
 
 def utility_summary(runs: pd.DataFrame, baseline: str = "none", level: float = 0.95) -> pd.DataFrame:
@@ -303,8 +288,8 @@ def utility_summary(runs: pd.DataFrame, baseline: str = "none", level: float = 0
         base = acc[(acc["model"] == model) & (acc["defense"] == baseline)].set_index("seed")["accuracy"]
         mine = g.set_index("seed")["accuracy"]
         paired = mine.index.intersection(base.index)
-        mean, lo, hi = _t_interval(mine.to_numpy(), level)
-        drop, dlo, dhi = _t_interval((base[paired] - mine[paired]).to_numpy(), level)
+        mean, lo, hi = t_interval(mine.to_numpy(), level)
+        drop, dlo, dhi = t_interval((base[paired] - mine[paired]).to_numpy(), level)
         out.append({"model": model, "defense": defense, "seeds": len(mine), "accuracy": mean, "accuracy low": lo,
                     "accuracy high": hi, "drop": drop, "drop low": dlo, "drop high": dhi})
     return pd.DataFrame(out)
@@ -315,3 +300,74 @@ def frontier_table(privacy: pd.DataFrame, utility: pd.DataFrame, bits: pd.DataFr
     ``bits`` (models, then defenses, as the study lists them)."""
     table = bits.merge(privacy, on=["model", "defense"], how="left").merge(utility, on=["model", "defense"], how="left")
     return table[[*bits.columns, *(c for c in table.columns if c not in bits.columns)]]
+
+
+# --- which claims hold ----------------------------------------------------------------------------
+
+PROTECTS = 0.10   # a defense protects when at most this fraction of trials is recovered (its whole interval)
+FREE_DROP = 0.01  # and is free when it costs at most this much test accuracy (the whole interval of the drop)
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A paper's claim about a defense: whether it protects and whether it costs no accuracy."""
+
+    who: str
+    defense: str
+    said: str
+    protects: bool
+    costless: bool
+
+
+CLAIMS = (Claim("seed 000", "uniform:16", "protects without sacrificing accuracy", True, True),
+          Claim("seed 000", "stochastic:16", "protects without sacrificing accuracy", True, True),
+          Claim("seed 001", "mixed", "protects, cuts communication, keeps accuracy", True, True),
+          Claim("DLG", "gaussian:0.01", "noise that stops DLG costs accuracy", True, False),
+          Claim("DLG", "half", "half precision does not protect", False, True))
+
+
+def defense_verdicts(table: pd.DataFrame) -> pd.DataFrame:
+    """:func:`frontier_table` with two columns read from its 95% intervals
+    (:func:`~dlg_utils.stats.verdict`): ``protects`` (at most :data:`PROTECTS` of the trials
+    recovered) and ``free`` (an accuracy drop of at most :data:`FREE_DROP`), each True, False,
+    or None where the interval straddles the limit or is missing (a defense not attacked)."""
+    read = lambda low, high, limit: pd.Series([verdict(lo, hi, limit) for lo, hi in zip(table[low], table[high])],
+                                              index=table.index, dtype=object)
+    return table.assign(protects=read("recovered low", "recovered high", PROTECTS),
+                        free=read("drop low", "drop high", FREE_DROP))
+
+
+def claim_verdict(protects: bool | None, free: bool | None, claim: Claim) -> str:
+    """``"holds"``, ``"fails on privacy"`` (or accuracy, or both) or ``"not settled on ..."``:
+    ``claim`` read against a defense's verdicts (:func:`defense_verdicts`)."""
+    seen = {"privacy": (claim.protects, protects), "accuracy": (claim.costless, free)}
+    wrong = [k for k, (said, found) in seen.items() if found is not None and said != found]
+    open_ = [k for k, (_, found) in seen.items() if found is None]
+    if wrong:
+        return "fails on " + " and ".join(wrong)
+    return "holds" if not open_ else "not settled on " + " and ".join(open_) + " (the interval straddles the limit)"
+
+
+def claims_table(table: pd.DataFrame, claims: Sequence[Claim] = CLAIMS) -> pd.DataFrame:
+    """Every claim on every model of ``table`` (:func:`frontier_table`) that has its defense:
+    model, who, defense, said, verdict (:func:`claim_verdict`), and the rows' numbers."""
+    judged = defense_verdicts(table)
+    out = []
+    for model in judged["model"].unique():
+        mine = judged[judged["model"] == model].set_index("defense")
+        for c in claims:
+            if c.defense in mine.index:
+                r = mine.loc[c.defense]
+                out.append({"model": model, "who": c.who, "defense": c.defense, "said": c.said,
+                            "verdict": claim_verdict(r["protects"], r["free"], c),
+                            **{k: r[k] for k in ("recovered", "recovered low", "recovered high", "median ssim",
+                                                 "strongest attack", "drop", "drop low", "drop high")}})
+    return pd.DataFrame(out)
+
+
+def protecting(table: pd.DataFrame, free: bool = False) -> pd.DataFrame:
+    """The rows of :func:`defense_verdicts` whose defense protects and, with ``free``, also costs
+    at most :data:`FREE_DROP` of accuracy (each read from its whole interval)."""
+    judged = defense_verdicts(table)
+    keep = judged["protects"].eq(True) & (judged["free"].eq(True) if free else True)
+    return judged[keep]

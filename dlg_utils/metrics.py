@@ -1,12 +1,9 @@
-"""Image metrics on images in [0, 1] (N x C x H x W or C x H x W), one value per image, and
-the thresholds of the success criteria (:mod:`~dlg_utils.success` applies them)."""
+"""Image metrics on images in [0, 1] (N x C x H x W or C x H x W), one value per image (the
+success criteria built on them are in :mod:`~dlg_utils.stats`)."""
 from __future__ import annotations
 
 import torch
 from torchmetrics.functional.image import structural_similarity_index_measure
-
-GRAD_THRESHOLD = 1e-4   # seed 002: gradient distance below this = the attack converged
-IMAGE_THRESHOLD = 1e-3  # image MSE below this = the image is recovered (see docs/tests)
 
 
 def _batch(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,6 +1,9 @@
 """Models of the studies: the DLG LeNet and torchvision ResNets with any input channels."""
 from __future__ import annotations
 
+import inspect
+from typing import Callable
+
 import torch
 from torch import nn
 import torchvision
@@ -109,18 +112,125 @@ def resnet18(num_classes: int, in_channels: int = 3) -> nn.Module:
     return resnet(18, num_classes, in_channels)
 
 
+# --- the registry (torchvision's ``get_model`` / ``register_model`` / ``list_models``) ----------
+
+BUILDERS: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_model(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Register the decorated builder (keyword options, each with its default or required) under
+    ``name`` for :func:`get_model`."""
+    def wrap(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        if name in BUILDERS:
+            raise ValueError(f"a model named {name!r} is registered already")
+        BUILDERS[name] = builder
+        return builder
+    return wrap
+
+
+def list_models() -> list[str]:
+    """The names :func:`get_model` builds, sorted."""
+    return sorted(BUILDERS)
+
+
+def _builder(name: str) -> Callable[..., nn.Module]:
+    if name not in BUILDERS:
+        raise ValueError(f"unknown model {name!r}; the registered models are {', '.join(list_models())}")
+    return BUILDERS[name]
+
+
+def model_options(name: str) -> dict[str, object]:
+    """The options of model ``name`` with their defaults (``inspect.Parameter.empty``: required)."""
+    return {k: p.default for k, p in inspect.signature(_builder(name)).parameters.items()}
+
+
+def get_model(name: str, **options) -> nn.Module:
+    """Build the registered model ``name`` (see :func:`list_models`) with ``options``. The weights
+    are drawn from torch's global generator: ``torch.manual_seed(s)`` first makes them
+    reproducible. The model remembers its name, so :func:`architecture` describes it."""
+    known = model_options(name)
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise ValueError(f"model {name!r} has no option {', '.join(unknown)}; its options are {', '.join(known)}")
+    missing = [k for k, v in known.items() if v is inspect.Parameter.empty and k not in options]
+    if missing:
+        raise ValueError(f"model {name!r} needs the option {', '.join(missing)}")
+    model = BUILDERS[name](**options)
+    model.registry_name = name
+    if not hasattr(model, "config"):
+        model.config = dict(options)
+    return model
+
+
+@register_model("lenet")
+def _lenet(in_channels: int = 3, num_classes: int = 100, image_size: int = 32, convs: int = 4,
+           init: str = "uniform") -> LeNet:
+    """DLG's LeNet; ``init="uniform"``: DLG's U(-0.5, 0.5) for every weight and bias
+    (:func:`init_uniform_`), ``"default"``: PyTorch's."""
+    if init not in ("uniform", "default"):
+        raise ValueError(f"init must be 'uniform' or 'default', got {init!r}")
+    model = LeNet(in_channels, num_classes, image_size, convs)
+    return init_uniform_(model) if init == "uniform" else model
+
+
+@register_model("lenet5")
+def _lenet5(in_channels: int = 1, num_classes: int = 10, image_size: int = 28) -> LeNet5:
+    return LeNet5(in_channels, num_classes, image_size)
+
+
+def _register_resnet(depth: int) -> None:
+    @register_model(f"resnet{depth}")
+    def build(num_classes: int, in_channels: int = 3, activation: str = "relu") -> nn.Module:
+        return resnet(depth, num_classes, in_channels, activation)
+
+
+for _depth in RESNETS:
+    _register_resnet(_depth)
+
+
+# --- what a checkpoint stores ---------------------------------------------------------------------
+
+# the class names that checkpoints saved before the registry store
+_CLASS_NAMES = {"LeNet": lambda config: "lenet", "LeNet5": lambda config: "lenet5",
+                "ResNet": lambda config: f"resnet{config['depth']}"}
+
+
+def _registry_name(model: nn.Module) -> str:
+    name = getattr(model, "registry_name", None)
+    if name is not None:
+        return name
+    kind = type(model).__name__
+    if kind not in _CLASS_NAMES:
+        raise ValueError(f"a {kind} is not a registered model: build it with get_model (one of {', '.join(list_models())})")
+    return _CLASS_NAMES[kind](getattr(model, "config", {}))
+
+
 def architecture(model: nn.Module) -> dict:
-    """A description of ``model`` that checkpoints store and that :func:`build_model` rebuilds."""
-    return {"name": type(model).__name__, "config": dict(getattr(model, "config", {}))}
+    """``{"name": registry name, "options": ...}``: what a checkpoint stores and
+    :func:`build_model` rebuilds; the options are the model's whole configuration (defaults
+    included), not how its weights were drawn, so two models of one architecture compare equal."""
+    name = _registry_name(model)
+    known = model_options(name)
+    return {"name": name, "options": {k: v for k, v in getattr(model, "config", {}).items() if k in known}}
+
+
+def normalize_architecture(arch: dict) -> dict:
+    """:func:`architecture`'s form of a stored description: checkpoints saved before the registry
+    store the class name and its ``config`` (``{"name": "LeNet", "config": {...}}``)."""
+    if "options" in arch:
+        return {"name": arch["name"], "options": dict(arch["options"])}
+    name, config = arch["name"], dict(arch["config"])
+    if name not in _CLASS_NAMES:
+        raise ValueError(f"unknown architecture {name!r}")
+    new = _CLASS_NAMES[name](config)
+    return {"name": new, "options": {k: v for k, v in config.items() if k in model_options(new)}}
 
 
 def build_model(arch: dict) -> nn.Module:
-    """Rebuild a model from :func:`architecture`'s description."""
-    name, config = arch["name"], arch["config"]
-    if name == "LeNet":
-        return LeNet(**config)
-    if name == "LeNet5":
-        return LeNet5(**config)
-    if name == "ResNet":
-        return resnet(**config)
-    raise ValueError(f"unknown architecture {name!r}")
+    """Rebuild a model from :func:`architecture`'s description (or a pre-registry checkpoint's)
+    through :func:`get_model`, with PyTorch's initialisation: its weights are loaded next."""
+    arch = normalize_architecture(arch)
+    options = dict(arch["options"])
+    if "init" in model_options(arch["name"]):
+        options["init"] = "default"
+    return get_model(arch["name"], **options)

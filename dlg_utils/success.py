@@ -1,4 +1,5 @@
-"""Success rates of DLG as seed 002 defines them, with bootstrap confidence intervals.
+"""Success rates of DLG as seed 002 defines them, with bootstrap confidence intervals
+(:mod:`~dlg_utils.stats` holds the criteria and the intervals).
 
 A trial succeeds when its gradient distance fell below the attack's convergence threshold
 (1e-4, recorded as ``converged_at``) at some iteration *and* its final image MSE is below ``image_threshold`` (the image converged too:
@@ -15,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
-import numpy as np
 import pandas as pd
 import torch
 from torch import nn
@@ -25,51 +25,17 @@ from .attacks import idlg_label
 from .cases import target_gradients
 from .defenses import GaussianNoise, LaplacianNoise, StochasticRounding, defense_from_spec
 from .experiments import AttackTrial, DatasetTargets, RowOptions
-from .metrics import GRAD_THRESHOLD, IMAGE_THRESHOLD
-
-
-def converged(grad_distance, threshold: float = GRAD_THRESHOLD):
-    """Seed 002's convergence criterion: the gradient distance fell below ``threshold``
-    (a float, array or Series; the engine records the first iteration where it did)."""
-    return grad_distance < threshold
-
-
-def recovered(image_mse, threshold: float = IMAGE_THRESHOLD):
-    """The image counts as reconstructed when its MSE (on [0, 1] images) is below ``threshold``."""
-    return image_mse < threshold
+from .stats import IMAGE_THRESHOLD, bootstrap_ci, recovered
 
 
 def succeeded(rows: pd.DataFrame, image_threshold: float = IMAGE_THRESHOLD) -> pd.Series:
-    """Per trial (a sweep row with ``converged_at`` and final ``mse``): converged and recovered."""
+    """Per trial (a sweep row with ``converged_at`` and final ``mse``): converged (the engine
+    records ``converged_at`` when :func:`~dlg_utils.stats.converged` first holds) and
+    recovered by the MSE criterion at ``image_threshold``."""
     for col in ("converged_at", "mse"):
         if col not in rows.columns:
             raise ValueError(f"rows have no column {col!r}")
-    return rows["converged_at"].notna() & recovered(rows["mse"], image_threshold)
-
-
-def bootstrap_ci(values, level: float = 0.95, resamples: int = 10_000, seed: int = 0,
-                 statistic=np.mean) -> tuple[float, float]:
-    """Percentile bootstrap interval of ``statistic`` (default the mean) of ``values``; (nan,
-    nan) if there are none. 1-D values are resampled one by one (NaNs dropped); a 2-D array
-    is resampled by rows (clusters: an image and all its trials), NaN entries padding short
-    rows, and ``statistic`` must then ignore NaNs (``np.nanmedian``...)."""
-    if not 0 < level < 1:
-        raise ValueError(f"level must be in (0, 1), got {level}")
-    v = np.asarray(values, dtype=float)
-    rng = np.random.default_rng(seed)
-    if v.ndim == 2:
-        if len(v) == 0 or np.isnan(v).all():
-            return float("nan"), float("nan")
-        rows = rng.integers(0, len(v), size=(resamples, len(v)))
-        stat = np.array([statistic(v[r].ravel()) for r in rows])
-    else:
-        v = v[~np.isnan(v)]
-        if len(v) == 0:
-            return float("nan"), float("nan")
-        draws = rng.choice(v, size=(resamples, len(v)), replace=True)
-        stat = draws.mean(1) if statistic is np.mean else np.apply_along_axis(statistic, 1, draws)
-    alpha = (1 - level) / 2
-    return float(np.quantile(stat, alpha)), float(np.quantile(stat, 1 - alpha))
+    return rows["converged_at"].notna() & recovered(rows["mse"], "mse", image_threshold)
 
 
 def success_table(rows: pd.DataFrame, by: Sequence[str] = (), image_threshold: float = IMAGE_THRESHOLD,
@@ -150,12 +116,12 @@ class SuccessStudy:
 
     def models(self, device: str | torch.device = "cpu") -> dict[str, nn.Module]:
         """LeNet and the ResNets, each drawn after ``torch.manual_seed(0)``."""
-        from .models import LeNet, init_uniform_, resnet
+        from .models import get_model
         torch.manual_seed(0)
-        models = {"lenet": init_uniform_(LeNet(3, self.classes, 32)).to(device)}
+        models = {"lenet": get_model("lenet", in_channels=3, num_classes=self.classes, image_size=32).to(device)}
         for depth in self.resnet_depths:
             torch.manual_seed(0)
-            models[f"resnet{depth}"] = resnet(depth, self.classes).eval().to(device)
+            models[f"resnet{depth}"] = get_model(f"resnet{depth}", num_classes=self.classes).eval().to(device)
         return models
 
     def trials(self, n: int) -> tuple[list[AttackTrial], list[AttackTrial]]:

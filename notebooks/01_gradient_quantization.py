@@ -27,7 +27,8 @@ from dlg_utils.notebook import start
 QUICK = start()  # DLG_QUICK=1 (or CI) shrinks the run; committed outputs are full runs
 
 # %%
-from dlg_utils import LeNet, init_uniform_, load_dataset, target_gradients
+from dlg_utils import load_dataset, target_gradients
+from dlg_utils.models import get_model
 from dlg_utils.defenses import (UniformQuantization, StochasticRounding, Sparsification,
                                 MixedPrecision, defense_from_spec)
 from dlg_utils.quantization import quantize, dequantize, quantize_dequantize, DTYPES, MODES
@@ -36,7 +37,7 @@ from dlg_utils.plotting import save_figure
 IMAGE, MODEL_SEED = 0, 0
 data = load_dataset("samples")
 torch.manual_seed(MODEL_SEED)
-model = init_uniform_(LeNet(3, 100, 32))
+model = get_model("lenet", in_channels=3, num_classes=100, image_size=32)
 x, y = data[IMAGE]
 grads = target_gradients(model, x[None], torch.tensor([y]))
 names = [n for n, _ in model.named_parameters()]

@@ -28,17 +28,18 @@ from dlg_utils.notebook import start
 QUICK = start()  # DLG_QUICK=1 (or CI) shrinks the run; committed outputs are full runs
 
 # %%
-from dlg_utils import LeNet, init_uniform_, load_dataset, target_gradients, idlg_label
+from dlg_utils import load_dataset, target_gradients, idlg_label
+from dlg_utils.models import get_model
 from dlg_utils.attack import dlg_batch
 from dlg_utils.plotting import reconstruction_grid, save_figure
-from dlg_utils.metrics import IMAGE_THRESHOLD
+from dlg_utils.stats import IMAGE_THRESHOLD, recovered
 
 IMAGE, MODEL_SEED = 0, 0
 ITERATIONS = 30 if QUICK else 300
 SEEDS = list(range(2 if QUICK else 8))
 data = load_dataset("samples")
 torch.manual_seed(MODEL_SEED)
-model = init_uniform_(LeNet(3, 100, 32))
+model = get_model("lenet", in_channels=3, num_classes=100, image_size=32)
 x, y = data[IMAGE]
 grads = target_gradients(model, x[None], torch.tensor([y]))
 
@@ -54,7 +55,7 @@ results = dlg_batch(model, [grads] * len(SEEDS), image_shape=x[None].shape, num_
                     iterations=ITERATIONS, seeds=SEEDS, ground_truths=x[None])
 table = pd.DataFrame([{"seed": r.seed, "final grad distance": r.final["grad_distance"], "image MSE": r.final["mse"],
                        "PSNR": r.final["psnr"], "SSIM": r.final["ssim"], "DLG label": int(r.label[0]),
-                       "converged at": r.converged_at, "recovered": r.final["mse"] < IMAGE_THRESHOLD}
+                       "converged at": r.converged_at, "recovered": recovered(r.final["mse"], "mse")}
                       for r in results])
 table.style.format({"final grad distance": "{:.2e}", "image MSE": "{:.2e}", "PSNR": "{:.1f}", "SSIM": "{:.4f}"})
 

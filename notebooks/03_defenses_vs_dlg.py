@@ -28,10 +28,11 @@ from dlg_utils.notebook import start
 QUICK = start()  # DLG_QUICK=1 (or CI) shrinks the run; committed outputs are full runs
 
 # %%
-from dlg_utils import LeNet, init_uniform_, load_dataset
+from dlg_utils import load_dataset
+from dlg_utils.models import get_model
 from dlg_utils.experiments import dataset_target, run_attacks
 from dlg_utils.plotting import reconstruction_grid, metric_curves, save_figure
-from dlg_utils.metrics import IMAGE_THRESHOLD
+from dlg_utils.stats import IMAGE_THRESHOLD
 
 IMAGE, MODEL_SEED = 0, 0
 ITERATIONS = 10 if QUICK else 100
@@ -41,7 +42,7 @@ DEFENSES = ["none", "uniform:120", "uniform:40", "uniform:20", "stochastic:120",
             "laplacian:0.0001", "laplacian:0.01", "half"]
 data = load_dataset("samples")
 torch.manual_seed(MODEL_SEED)
-model = init_uniform_(LeNet(3, 100, 32))
+model = get_model("lenet", in_channels=3, num_classes=100, image_size=32)
 x, y = data[IMAGE]
 trials = [{"image": IMAGE, "seed": s, "defense": d} for d in DEFENSES for s in SEEDS]
 by = {}  # (defense, seed) -> AttackResult, as each trial finishes (the defense's randomness drawn from the seed)

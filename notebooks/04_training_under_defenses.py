@@ -41,9 +41,9 @@ from dataclasses import replace
 from IPython.display import Markdown
 from dlg_utils.config import RESULTS_DIR, output_path
 from dlg_utils.experiments import sweep, expand_histories
-from dlg_utils.models import resnet18
 from dlg_utils.plotting import save_figure
-from dlg_utils.training import FIG4_DEFENSES, TrainingSetting, complete_runs, defense_training, load_tensors, trace
+from dlg_utils.training_study import (FIG4_DEFENSES, TrainingSetting, complete_runs, defense_training, load_tensors,
+                                      run_trace)
 
 SEEDS = [0, 1] if QUICK else [0, 1, 2]
 FULL = TrainingSetting()  # the original's setting, scripts/full_scale.py runs it on a GPU
@@ -71,16 +71,8 @@ if QUICK:
     TRACES = {name: (n // 40, norm) for name, (n, norm) in TRACES.items()}
 
 
-def run_trace(trial: dict) -> dict:
-    size, normalize = TRACES[trial["trace"]]
-    torch.manual_seed(0)
-    model = resnet18(num_classes=10, in_channels=1).to(device)
-    df = trace(model, tuple(t[:size] for t in train_t), tuple(t[:TRACE_TEST] for t in test_t), TRACE_EPOCHS,
-               normalize=normalize, progress=False)
-    return {"steps": df.to_dict("records")}
-
-
-traced = sweep([{"trace": name, "epochs": TRACE_EPOCHS, "test_images": TRACE_TEST} for name in TRACES], run_trace,
+traced = sweep([{"trace": name, "epochs": TRACE_EPOCHS, "test_images": TRACE_TEST} for name in TRACES],
+               lambda t: run_trace((train_t, test_t), *TRACES[t["trace"]], t["epochs"], t["test_images"], device),
                output_path("fig4_diagnosis.jsonl", RESULTS_DIR), desc="traces")
 steps = expand_histories(traced, keep=["trace"], column="steps")
 

@@ -39,13 +39,14 @@ QUICK = start()  # DLG_QUICK=1 (or CI) shrinks the run; committed outputs are fu
 
 # %%
 from torch.utils.data import Subset
-from dlg_utils import LeNet, init_uniform_, load_dataset, target_gradients
+from dlg_utils import load_dataset, target_gradients
+from dlg_utils.models import get_model
 from dlg_utils.attack import dlg_batch
-from dlg_utils.training import train, load_checkpoint
+from dlg_utils.training import TrainConfig, train, load_checkpoint
 from dlg_utils.experiments import attack_sweep, expand_histories
 from dlg_utils.plotting import reconstruction_grid, metric_curves, save_figure
 from dlg_utils.config import CHECKPOINTS_DIR, RESULTS_DIR, output_path
-from dlg_utils.metrics import IMAGE_THRESHOLD
+from dlg_utils.stats import IMAGE_THRESHOLD
 
 DATASET = os.environ.get("DLG_DATASET", "fashion-mnist")
 EPOCHS = 2 if QUICK else 10
@@ -63,10 +64,10 @@ run_name = f"lenet_{DATASET}" + ("_quick" if QUICK else "")
 paths = {s: CHECKPOINTS_DIR / f"{run_name}_{s}.pt" for s in STAGES}
 if not all(p.exists() for p in paths.values()):
     torch.manual_seed(0)
-    model = init_uniform_(LeNet(channels, classes, size))  # DLG's init: the attack's usual target
+    model = get_model("lenet", in_channels=channels, num_classes=classes, image_size=size)  # DLG's init: the attack's usual target
     train_set = train_full if TRAIN_SUBSET is None else Subset(train_full, range(TRAIN_SUBSET))
-    train(model, train_set, test_full, EPOCHS, lr=LR, checkpoint_dir=CHECKPOINTS_DIR, run_name=run_name,
-          dataset_name=DATASET, checkpoint_steps=[5])
+    train(model, train_set, test_full, TrainConfig(epochs=EPOCHS, lr=LR, checkpoint_dir=CHECKPOINTS_DIR,
+                                                   run_name=run_name, dataset_name=DATASET, checkpoint_steps=[5]))
 models, meta = {}, {}
 for stage, path in paths.items():
     models[stage], meta[stage] = load_checkpoint(path)

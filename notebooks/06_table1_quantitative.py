@@ -36,12 +36,13 @@ from dlg_utils.notebook import start
 QUICK = start()  # DLG_QUICK=1 (or CI) shrinks the run; committed outputs are full runs
 
 # %%
-from dlg_utils import LeNet, init_uniform_, load_dataset
+from dlg_utils import load_dataset
+from dlg_utils.models import get_model
 from dlg_utils.experiments import attack_sweep, load_rows, expand_histories
 from dlg_utils.config import RESULTS_DIR, output_path
-from dlg_utils.metrics import IMAGE_THRESHOLD
+from dlg_utils.stats import CRITERIA, IMAGE_THRESHOLD, recovered
 from dlg_utils.plotting import save_figure
-from dlg_utils.training import TrainingSetting, complete_runs
+from dlg_utils.training_study import TrainingSetting, complete_runs
 import seaborn as sns
 
 IMAGES, MODEL_SEED = [0, 1, 2], 0
@@ -55,7 +56,7 @@ PAPER = pd.DataFrame({"paper mean 'MSE'": [275.683, 235.810, 3.090, 0.466, 0.948
                       "paper accuracy": [0.737, 0.738, 0.735, 0.737, 0.736, 0.735]}, index=list(METHODS))
 data = load_dataset("samples")
 torch.manual_seed(MODEL_SEED)
-model = init_uniform_(LeNet(3, 100, 32))
+model = get_model("lenet", in_channels=3, num_classes=100, image_size=32)
 trials = [{"defense": d, "image": i, "seed": s} for d in METHODS for i in IMAGES for s in SEEDS]
 rows = attack_sweep(trials, model, data, output_path(f"table1_{ITERATIONS}.jsonl", RESULTS_DIR),
                     iterations=ITERATIONS)
@@ -171,7 +172,7 @@ ORIGINAL_IMAGES = {2: "photo (cat)", 25: "Fashion-MNIST (shirt)"}  # indices int
 ORIGINAL_SEED = 50
 PRINTED = ITERATIONS - 9  # `for iters in range(100)` prints last at iters = 90, after 91 steps
 torch.manual_seed(ORIGINAL_SEED)  # once, as the original; then one new LeNet per seed
-models = {f"new{s}": init_uniform_(LeNet(3, 100, 32)) for s in SEEDS} | {"fixed": model}
+models = {f"new{s}": get_model("lenet", in_channels=3, num_classes=100, image_size=32) for s in SEEDS} | {"fixed": model}
 DESIGNS = {"original": ("new", True), "one draw": ("new", False), "one model": ("fixed", True)}
 original_trials = [{"design": name, "defense": d, "image": i, "seed": s, "model": f"new{s}" if m == "new" else "fixed"}
                    for name, (m, _) in DESIGNS.items() for d in METHODS for i in ORIGINAL_IMAGES for s in SEEDS]
@@ -261,7 +262,7 @@ one_draw_order = list(original[original.design == "one draw"].groupby("defense")
                       .sort_values(ascending=False).index)
 corrected = g["grad_distance"].median()
 stalled = original[(original.design == "original") & (original.defense == "none") & (original.at_printed > 1)]["at_printed"]
-from dlg_utils.frontier import best_of_attacks, recovered
+from dlg_utils.frontier import best_of_attacks
 nine = pd.DataFrame(load_rows(RESULTS_DIR / "frontier_privacy.jsonl"))
 nine = best_of_attacks(nine[(nine.model == "lenet") & (nine.defense == "stochastic:16")]) if len(nine) else nine
 section1_none = rows[rows["defense"] == "none"]["grad_distance"]
@@ -297,5 +298,5 @@ and each median lies within a factor {max(max(r, 1 / r) for r in ratio_to_paper.
 The column measures how far the shared gradient is from any image's gradient, not how much of the image leaks:
 attacked with one draw for {ITERATIONS} iterations (section 1), 16-level stochastic rounding keeps a median distance
 of {corrected['stochastic:16']:.3g}, and its median image SSIM is {med.ssim['stochastic:16']:.2f} there, while the
-strongest attacker of notebook 9 recovers {recovered(nine).mean():.0%} of {len(nine)} LeNet trials through it (SSIM
->= 0.5). The ranking by this column is the paper's finding; it does not say which method protects.""")
+strongest attacker of notebook 9 recovers {recovered(nine).mean():.0%} of {len(nine)} LeNet trials through it
+({CRITERIA['ssim'].describe()}). The ranking by this column is the paper's finding; it does not say which method protects.""")

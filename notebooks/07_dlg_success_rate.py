@@ -52,7 +52,7 @@ from dlg_utils.attack import dlg_batch
 from dlg_utils.success import SuccessStudy, succeeded, success_table, threshold_sensitivity, label_survival
 from dlg_utils.plotting import reconstruction_grid, save_figure
 from dlg_utils.config import RESULTS_DIR, output_path
-from dlg_utils.metrics import IMAGE_THRESHOLD
+from dlg_utils.stats import IMAGE_THRESHOLD
 import seaborn as sns
 
 DATASET = os.environ.get("DLG_DATASET", "samples")

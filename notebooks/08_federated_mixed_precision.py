@@ -42,9 +42,9 @@ import numpy as np
 from dlg_utils.data import load_dataset, num_classes
 from dlg_utils.experiments import sweep, expand_histories
 from dlg_utils.codec import as_policy, decode_update, encode_update, upload_bytes
-from dlg_utils.federated import FLConfig, run_federated, build_lenet5, client_data, dp_noise_multiplier, method_setup
+from dlg_utils.federated import FLConfig, run_federated, client_data, dataset_options, dp_noise_multiplier, method_setup
 from dlg_utils.fl_leakage import leakage_sweep, one_step_update
-from dlg_utils.models import LeNet5
+from dlg_utils.models import get_model
 from dlg_utils.notebook import present
 from dlg_utils.quantization import MODES
 from dlg_utils.plotting import save_figure, leak_grid
@@ -150,7 +150,7 @@ save_figure(fig, "seed001_table1_accuracy_per_round.png")
 
 # %%
 torch.manual_seed(CFG.seed)
-model = build_lenet5(CFG)  # the global model of round 1
+model = get_model("lenet5", **dataset_options(CFG))  # the global model of round 1
 data = client_data(CFG, 0)
 x, y = data[0]
 update = one_step_update(model, x[None], torch.tensor([y]), CFG.lr)
@@ -213,7 +213,7 @@ leak_grid(one, data[0][0], f"Fig. 1, 3, 4: DLG on a client's one-step update, Le
 colour_name = "cifar10" if present("cifar10") else "samples"
 colour = load_dataset(colour_name, train=True)
 torch.manual_seed(CFG.seed)
-colour_model = LeNet5(in_channels=3, num_classes=num_classes(colour), image_size=32)
+colour_model = get_model("lenet5", in_channels=3, num_classes=num_classes(colour), image_size=32)
 colour_leaks = leakage_sweep(colour_model, colour, range(1 if QUICK else 4), "mixed", CFG.lr,
                              iterations=ITERATIONS, path=output_path(f"fl_leakage_{colour_name}.jsonl", RESULTS_DIR))
 colour_leaks["attack"] = colour_leaks["view"] + np.where(colour_leaks["distance"] == "correlation", ", correlation", "")
@@ -310,7 +310,7 @@ bytes to the raw integers or floats: numpy's array headers, the ranges and proto
 first and last layers at int16.""")
 
 # %%
-from dlg_utils.metrics import IMAGE_THRESHOLD
+from dlg_utils.stats import IMAGE_THRESHOLD
 mse = summary["median_mse"]
 plain = leaks[leaks["attack"] == "plain"]
 colour_plain = colour_leaks[colour_leaks["attack"] == "plain"]

@@ -46,6 +46,7 @@ from dlg_utils.data import load_dataset
 from dlg_utils.experiments import row_image
 from dlg_utils.metrics import ssim
 from dlg_utils.plotting import best_reconstructions, frontier_plot, metric_curves, save_figure, threshold_plot
+from dlg_utils.stats import CRITERIA
 
 QUICK = quick_mode()  # DLG_QUICK=1 (or CI): a minute-scale run in a temporary folder
 SETUP = fr.quick_setup() if QUICK else fr.Setup()
@@ -110,7 +111,7 @@ coarse_ssim = ssim(coarse, truths).numpy()
 display(Markdown(
     f"SSIM of two different images: median {np.median(other):.2f} (95th percentile {np.quantile(other, .95):.2f}); "
     f"of an image and its half-resolution copy: median {np.median(coarse_ssim):.2f} "
-    f"(5th percentile {np.quantile(coarse_ssim, .05):.2f}). The threshold {fr.SSIM_RECOVERED} lies between the two; "
+    f"(5th percentile {np.quantile(coarse_ssim, .05):.2f}). The threshold {CRITERIA['ssim'].threshold} lies between the two; "
     "the curve below shows how the fractions move with it."))
 
 # %%
@@ -188,46 +189,23 @@ for model in SETUP.models:
 # ## Which protection claims survive the strongest attacker?
 
 # %%
-def reading(low: float, high: float, limit: float) -> bool | None:
-    """True when a whole 95% interval is at or below ``limit``, False when it is all above,
-    None when it straddles it (the data do not decide)."""
-    return True if high <= limit else False if low > limit else None
-
-
-def claim(model: str, defense: str, who: str, said: str, protects: bool, costless: bool) -> str:
-    """Does (who's claim about defense) hold on model: protects = at most 10% of trials
-    recovered, costless = an accuracy drop of at most 1 point, each read from its interval."""
-    r = table[(table["model"] == model) & (table["defense"] == defense)].iloc[0]
-    seen = {"privacy": (protects, reading(r["recovered low"], r["recovered high"], 0.1)),
-            "accuracy": (costless, reading(r["drop low"], r["drop high"], 0.01))}
-    wrong = [k for k, (c, s) in seen.items() if s is not None and c != s]
-    open_ = [k for k, (c, s) in seen.items() if s is None]
-    verdict = ("fails on " + " and ".join(wrong) if wrong else "holds" if not open_ else
-               "not settled on " + " and ".join(open_) + " (the interval straddles the limit)")
-    return (f"- **{who}, {defense}** (\"{said}\") on {model}: **{verdict}**. Recovered {r['recovered']:.0%} "
-            f"[{r['recovered low']:.0%}, {r['recovered high']:.0%}] of trials (median SSIM {r['median ssim']:.2f}, "
-            f"most often by {r['strongest attack']}); accuracy drop {100 * r['drop']:+.2f} points "
-            f"[{100 * r['drop low']:+.2f}, {100 * r['drop high']:+.2f}].")
-
-
-claims = [("seed 000", "uniform:16", "protects without sacrificing accuracy", True, True),
-          ("seed 000", "stochastic:16", "protects without sacrificing accuracy", True, True),
-          ("seed 001", "mixed", "protects, cuts communication, keeps accuracy", True, True),
-          ("DLG", "gaussian:0.01", "noise that stops DLG costs accuracy", True, False),
-          ("DLG", "half", "half precision does not protect", False, True)]
-lines = [claim(m, d, w, s, p, c) for m in SETUP.models for w, d, s, p, c in claims if d in set(table["defense"])]
+lines = [f"- **{r['who']}, {r['defense']}** (\"{r['said']}\") on {r['model']}: **{r['verdict']}**. Recovered "
+         f"{r['recovered']:.0%} [{r['recovered low']:.0%}, {r['recovered high']:.0%}] of trials (median SSIM "
+         f"{r['median ssim']:.2f}, most often by {r['strongest attack']}); accuracy drop {100 * r['drop']:+.2f} points "
+         f"[{100 * r['drop low']:+.2f}, {100 * r['drop high']:+.2f}]." for _, r in fr.claims_table(table).iterrows()]
 display(Markdown(
-    f"A defense **protects** when at most 10% of trials are recovered (SSIM ≥ {fr.SSIM_RECOVERED}; the whole 95% "
-    "interval over images at or below 10%) and is **free** when the accuracy drop is at most 1 point (the whole 95% "
-    "interval over seeds at or below 1 point); an interval on both sides of its limit leaves the question open. "
-    "Each claim below says which of the two it asserts.\n\n" + "\n".join(lines)))
+    f"A defense **protects** when at most {fr.PROTECTS:.0%} of trials are recovered (SSIM ≥ {CRITERIA['ssim'].threshold}; "
+    f"the whole 95% interval over images at or below {fr.PROTECTS:.0%}) and is **free** when the accuracy drop is at most "
+    f"{100 * fr.FREE_DROP:g} point (the whole 95% interval over seeds at or below {100 * fr.FREE_DROP:g} point); an "
+    "interval on both sides of its limit leaves the question open. Each claim below says which of the two it asserts.\n\n"
+    + "\n".join(lines)))
 
 
 # %%
-safe = table[(table["recovered high"] <= 0.1) & (table["drop high"] <= 0.01)]
-protect = table[table["recovered high"] <= 0.1]
+safe, protect = fr.protecting(table, free=True), fr.protecting(table)
 display(Markdown(
-    "Defenses that both protect (≤10% recovered) and cost at most 1 point of accuracy, per model: "
+    f"Defenses that both protect (≤{fr.PROTECTS:.0%} recovered) and cost at most {100 * fr.FREE_DROP:g} point of "
+    "accuracy, per model: "
     + "; ".join(f"**{m}**: " + (", ".join(safe[safe["model"] == m]["defense"]) or "not one of them")
                 for m in SETUP.models) + ". Defenses that protect at any cost: "
     + "; ".join(f"**{m}**: " + (", ".join(f"{r.defense} (drop {100 * r.drop:+.2f} points)"

@@ -42,7 +42,7 @@ from dlg_utils.data import load_dataset
 from dlg_utils.experiments import load_rows
 from dlg_utils.frontier import DEFENSES, Setup, run_utility
 from dlg_utils.success import SuccessStudy
-from dlg_utils.training import FIG4_DEFENSES, TrainingSetting, defense_training, load_tensors
+from dlg_utils.training_study import FIG4_DEFENSES, TrainingSetting, defense_training, load_tensors
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDIES = ("fig4", "seed002", "frontier", "benchmark")

@@ -4,7 +4,7 @@ import torch
 
 from dlg_utils.attack import dlg, gradient_distance, idlg_label, target_gradients
 from dlg_utils.defenses import UniformQuantization
-from dlg_utils.metrics import GRAD_THRESHOLD
+from dlg_utils.stats import GRAD_THRESHOLD
 from dlg_utils.models import LeNet, init_uniform_
 
 

@@ -260,3 +260,15 @@ def test_two_client_simulation_round_trips_through_flower():
     first_down = traffic[(traffic["round"] == 1) & (traffic["direction"] == "down")]
     assert set(first_down["kind"]) == {"float32 model"}
     assert (last["bytes"] < 0.3 * first_down["bytes"].max()).all()
+
+
+def test_the_global_model_is_built_by_name_with_the_weights_of_lenet5():
+    from dlg_utils.federated import dataset_options
+    from dlg_utils.models import get_model
+    cfg = FLConfig()
+    assert dataset_options(cfg) == {"in_channels": 1, "num_classes": 10, "image_size": 28}
+    torch.manual_seed(cfg.seed)
+    built = get_model("lenet5", **dataset_options(cfg)).state_dict()
+    torch.manual_seed(cfg.seed)
+    old = LeNet5(1, 10, 28).state_dict()
+    assert all(torch.equal(built[k], old[k]) for k in old)

@@ -93,3 +93,56 @@ def test_frontier_table_keeps_the_study_order_and_every_defense():
     assert t["defense"].tolist() == ["none", "uniform:8", "gaussian:0.1"] and t.columns[:3].tolist() == bits.columns.tolist()
     assert t["recovered"].tolist()[:2] == [1.0, 0.25] and np.isnan(t["recovered"].iloc[2])  # not attacked: no privacy
     assert t["drop"].tolist() == [0, 0, 0.04]
+
+
+@pytest.mark.parametrize("seed", [0, 3])
+def test_model_specs_build_the_weights_of_the_classes(seed):
+    """ModelSpec.build goes through get_model; the weights are those the classes drew after the same seed."""
+    import torch
+    from dlg_utils.models import LeNet, LeNet5, init_uniform_, resnet18
+    old = {"lenet": lambda c, k, s: init_uniform_(LeNet(c, k, s)), "lenet5": lambda c, k, s: LeNet5(c, k, s),
+           "resnet18": lambda c, k, s: resnet18(k, c)}
+    for name, build in old.items():
+        for shape in [(1, 10, 28), (3, 100, 32)]:
+            torch.manual_seed(seed)
+            a = build(*shape).state_dict()
+            b = fr.MODELS[name].build(seed, *shape).state_dict()
+            assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), (name, shape)
+
+
+def claims_frontier() -> pd.DataFrame:
+    """One model, five defenses; intervals chosen on both sides of the limits and across them."""
+    rows = [  # defense, recovered (low, high), drop (low, high)
+        ("uniform:16", (0.0, 0.05), (-0.002, 0.008)),     # protects, free
+        ("stochastic:16", (0.0, 0.25), (-0.002, 0.008)),  # privacy straddles 10%
+        ("mixed", (0.5, 0.9), (0.0, 0.004)),              # does not protect, free
+        ("gaussian:0.01", (0.0, 0.0), (0.02, 0.05)),      # protects at a cost
+        ("half", (0.8, 1.0), (-0.01, 0.03)),              # leaks; accuracy straddles 1 point
+        ("sparsity:0.2", (np.nan, np.nan), (0.0, 0.001))]  # not attacked
+    return pd.DataFrame([{"model": "m", "defense": d, "bits": 32, "recovered": sum(r) / 2, "recovered low": r[0],
+                          "recovered high": r[1], "median ssim": 0.3, "strongest attack": "ig", "drop": sum(a) / 2,
+                          "drop low": a[0], "drop high": a[1]} for d, r, a in rows])
+
+
+def test_defense_verdicts_and_protecting():
+    judged = fr.defense_verdicts(claims_frontier()).set_index("defense")
+    assert judged["protects"].tolist() == [True, None, False, True, False, None]
+    assert judged["free"].tolist() == [True, True, True, False, None, True]
+    assert fr.protecting(claims_frontier())["defense"].tolist() == ["uniform:16", "gaussian:0.01"]
+    assert fr.protecting(claims_frontier(), free=True)["defense"].tolist() == ["uniform:16"]
+    assert (fr.PROTECTS, fr.FREE_DROP) == (0.10, 0.01)
+
+
+def test_claims_table_reads_each_claim_against_its_intervals():
+    t = fr.claims_table(claims_frontier()).set_index("defense")
+    assert t.index.tolist() == [c.defense for c in fr.CLAIMS]  # the claims' order; sparsity has no claim
+    assert t.loc["uniform:16", "verdict"] == "holds"
+    assert t.loc["stochastic:16", "verdict"] == "not settled on privacy (the interval straddles the limit)"
+    assert t.loc["mixed", "verdict"] == "fails on privacy"
+    assert t.loc["gaussian:0.01", "verdict"] == "holds"  # DLG: noise that stops DLG costs accuracy
+    assert t.loc["half", "verdict"] == "not settled on accuracy (the interval straddles the limit)"  # leaks, as DLG said
+    assert (t["who"] == pd.Series({c.defense: c.who for c in fr.CLAIMS})).all() and (t["model"] == "m").all()
+    assert t.loc["mixed", "recovered high"] == 0.9 and t.loc["mixed", "strongest attack"] == "ig"
+    both = fr.Claim("x", "mixed", "protects for free", True, False)
+    assert fr.claims_table(claims_frontier(), [both]).iloc[0]["verdict"] == "fails on privacy and accuracy"
+    assert fr.claims_table(claims_frontier(), [fr.Claim("x", "none", "", True, True)]).empty  # not in the table

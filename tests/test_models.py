@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from dlg_utils.models import LeNet, architecture, build_model, init_uniform_, resnet, resnet18
+from dlg_utils.models import (BUILDERS, LeNet, LeNet5, architecture, build_model, get_model, init_uniform_, list_models,
+                              register_model, resnet, resnet18)
 
 
 def n_params(m):
@@ -45,10 +46,75 @@ def test_resnet18_any_channels_and_classes():
 
 
 def test_architecture_round_trip():
-    for m in (LeNet(1, 10, 28, convs=3), resnet18(10, 1)):
+    for m in (LeNet(1, 10, 28, convs=3), resnet18(10, 1), get_model("lenet5"), get_model("resnet34", num_classes=5)):
         rebuilt = build_model(architecture(m))
         assert architecture(rebuilt) == architecture(m)
         assert n_params(rebuilt) == n_params(m)
+    assert architecture(LeNet(1, 10, 28)) == {"name": "lenet", "options": dict(in_channels=1, num_classes=10,
+                                                                               image_size=28, convs=4)}
+    # built by class or by name: one architecture, whatever the initialisation
+    assert architecture(get_model("lenet", in_channels=1, num_classes=10, image_size=28, init="default")) == \
+        architecture(init_uniform_(LeNet(1, 10, 28)))
+    assert architecture(resnet(50, 7, in_channels=1)) == {"name": "resnet50", "options": dict(num_classes=7, in_channels=1)}
+
+
+def test_pre_registry_descriptions_still_build():
+    """Checkpoints saved before the registry store the class name and its config."""
+    lenet = build_model({"name": "LeNet", "config": dict(in_channels=1, num_classes=10, image_size=28, convs=4)})
+    assert architecture(lenet) == architecture(LeNet(1, 10, 28))
+    net = build_model({"name": "ResNet", "config": dict(depth=18, num_classes=10, in_channels=1, activation="sigmoid")})
+    assert architecture(net) == {"name": "resnet18", "options": dict(num_classes=10, in_channels=1, activation="sigmoid")}
+    assert build_model({"name": "LeNet5", "config": dict(in_channels=1, num_classes=10, image_size=28)}).config["image_size"] == 28
+    with pytest.raises(ValueError, match="unknown architecture 'VGG'"):
+        build_model({"name": "VGG", "config": {}})
+
+
+def test_registry_names_and_errors():
+    assert list_models() == sorted(["lenet", "lenet5", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152"])
+    with pytest.raises(ValueError, match="unknown model 'vgg'.*lenet, lenet5, resnet101"):
+        get_model("vgg")
+    with pytest.raises(ValueError, match="model 'lenet5' has no option convs; its options are in_channels"):
+        get_model("lenet5", convs=3)
+    with pytest.raises(ValueError, match="model 'resnet18' needs the option num_classes"):
+        get_model("resnet18")
+    with pytest.raises(ValueError, match="init must be"):
+        get_model("lenet", init="xavier")
+    assert get_model("lenet").config == dict(in_channels=3, num_classes=100, image_size=32, convs=4)  # DLG's defaults
+    assert get_model("lenet5").config == dict(in_channels=1, num_classes=10, image_size=28)  # seed 001's
+
+
+def test_register_a_model():
+    @register_model("tiny")
+    def tiny(width: int = 4) -> torch.nn.Module:
+        return torch.nn.Linear(width, 2)
+
+    try:
+        m = get_model("tiny", width=3)
+        assert m.in_features == 3 and "tiny" in list_models()
+        assert architecture(m) == {"name": "tiny", "options": {"width": 3}}
+        assert build_model(architecture(m)).in_features == 3
+        with pytest.raises(ValueError, match="registered already"):
+            register_model("tiny")(tiny)
+    finally:
+        BUILDERS.pop("tiny")
+
+
+@pytest.mark.parametrize("seed", [0, 7])
+def test_get_model_draws_the_weights_the_classes_draw(seed):
+    """Seeded, every registered model has the weights its class gave before the registry."""
+    pairs = [(lambda: init_uniform_(LeNet(1, 10, 28)), lambda: get_model("lenet", in_channels=1, num_classes=10,
+                                                                           image_size=28)),
+             (lambda: LeNet(3, 100, 32, convs=3), lambda: get_model("lenet", convs=3, init="default")),
+             (lambda: LeNet5(3, 10, 32), lambda: get_model("lenet5", in_channels=3, num_classes=10, image_size=32)),
+             (lambda: resnet18(100), lambda: get_model("resnet18", num_classes=100)),
+             (lambda: resnet(34, 10, 1, "sigmoid"), lambda: get_model("resnet34", num_classes=10, in_channels=1,
+                                                                      activation="sigmoid"))]
+    for old, new in pairs:
+        torch.manual_seed(seed)
+        a = old().state_dict()
+        torch.manual_seed(seed)
+        b = new().state_dict()
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_resnet_sigmoid_activation_replaces_every_relu():
@@ -62,6 +128,6 @@ def test_resnet_sigmoid_activation_replaces_every_relu():
     sig = resnet(18, 10, activation="sigmoid").eval()
     assert not torch.allclose(relu(x), sig(x))  # same weights, a different function
     rebuilt = build_model(architecture(sig))
-    assert architecture(rebuilt)["config"]["activation"] == "sigmoid"
+    assert architecture(rebuilt)["options"]["activation"] == "sigmoid"
     with pytest.raises(ValueError, match="activation"):
         resnet(18, 10, activation="tanh")

@@ -1,8 +1,7 @@
-import numpy as np
 import pandas as pd
 import pytest
 
-from dlg_utils.success import bootstrap_ci, label_survival, succeeded, success_table, threshold_sensitivity
+from dlg_utils.success import label_survival, succeeded, success_table, threshold_sensitivity
 
 
 def rows():
@@ -35,23 +34,12 @@ def test_threshold_sensitivity_is_monotone():
     assert s["success rate"].tolist() == pytest.approx([1 / 8, 2 / 8, 4 / 8, 5 / 8])
 
 
-def test_bootstrap_ci():
-    rng = np.random.default_rng(1)
-    v = rng.normal(3.0, 1.0, size=400)
-    lo, hi = bootstrap_ci(v, resamples=4000)
-    half = 1.96 / np.sqrt(400)
-    assert lo == pytest.approx(v.mean() - half, abs=0.03) and hi == pytest.approx(v.mean() + half, abs=0.03)
-    assert bootstrap_ci([]) != bootstrap_ci([])  # (nan, nan)
-    assert bootstrap_ci([0.5, 0.5, 0.5]) == (0.5, 0.5)
-    with pytest.raises(ValueError):
-        bootstrap_ci([1.0], level=1.5)
-
-
 def test_label_survival_draws_random_defenses_and_finds_the_undefended_label():
     import torch
-    from dlg_utils import LeNet, init_uniform_, load_dataset
+    from dlg_utils import load_dataset
+    from dlg_utils.models import get_model
     torch.manual_seed(0)
-    model = init_uniform_(LeNet(3, 100, 32))
+    model = get_model("lenet", in_channels=3, num_classes=100, image_size=32)
     found = label_survival({"lenet": model}, load_dataset("samples"), [0, 1], ["none", "stochastic:16", "uniform:4"],
                            draws=2)
     assert list(found.columns) == ["model", "image", "defense", "draw", "right"]
@@ -74,3 +62,19 @@ def test_success_study_trials_paths_and_completeness(tmp_path):
     assert not study.complete(tmp_path, 32)
     resnet_path.write_text("".join(json.dumps({"trial": trial_key(t)}) + "\n" for t in resnets))
     assert study.complete(tmp_path, 32)
+
+
+def test_success_study_models_are_the_seeded_classes():
+    """SuccessStudy builds by name; the weights are those of the classes after the same seed."""
+    import torch
+    from dlg_utils.models import LeNet, init_uniform_, resnet
+    from dlg_utils.success import SuccessStudy
+    models = SuccessStudy(resnet_depths=(18,)).models()
+    torch.manual_seed(0)
+    old = {"lenet": init_uniform_(LeNet(3, 100, 32))}
+    torch.manual_seed(0)
+    old["resnet18"] = resnet(18, 100)
+    assert models.keys() == old.keys() and not models["resnet18"].training
+    for name, model in models.items():
+        a, b = model.state_dict(), old[name].state_dict()
+        assert all(torch.equal(a[k], b[k]) for k in a)
