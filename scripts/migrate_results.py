@@ -44,10 +44,14 @@ def _mapping(trials: list[AttackTrial], models, targets, old_fields: Callable[[A
 
 
 def frontier_mapping(pilot: bool) -> Mapping:
-    """Notebook 9's privacy (or pilot) trials of the committed setting (``frontier.Setup()``)."""
+    """Notebook 9's privacy (or pilot) trials of the committed setting (``frontier.Setup()``),
+    every defense on every model (an earlier run attacked LeNet-5 under all 17: its rows are
+    kept, keyed as the same study runs them)."""
+    import dataclasses
+
     from dlg_utils import frontier as fr
     from dlg_utils.data import load_dataset
-    setup, data = fr.Setup(), load_dataset("samples-gray28")
+    setup, data = dataclasses.replace(fr.Setup(), attacked={}), load_dataset("samples-gray28")
     fields = lambda t: {"model": t.model, "defense": t.defense, "image": t.image, "seed": t.seed, "attack": t.attack,
                         "iterations": t.settings["iterations"]}
     out: Mapping = {}
