@@ -13,9 +13,9 @@ from pathlib import Path
 
 import torch
 
-from dlg_utils import load_dataset
+from dlg_utils.data import load_dataset
+from dlg_utils.experiments import AttackTrial, Execution, attack_sweep
 from dlg_utils.models import get_model
-from dlg_utils.experiments import attack_sweep
 
 
 def main() -> None:
@@ -30,20 +30,21 @@ def main() -> None:
     data = load_dataset("samples")
     torch.manual_seed(0)
     model = get_model("lenet", in_channels=3, num_classes=100, image_size=32)
-    trials = [{"image": t % len(data), "seed": t // len(data), "defense": "none"} for t in range(args.trials)]
+    trials = [AttackTrial(t % len(data), t // len(data), "none", settings={"iterations": args.iterations})
+              for t in range(args.trials)]
     chunk = max(1, args.trials // (2 * args.workers))  # two tasks per worker
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        local = attack_sweep(trials, model, data, Path(tmp) / "local.jsonl", iterations=args.iterations,
-                             chunk_size=chunk, progress=False)
+        local = attack_sweep(trials, model, data, Path(tmp) / "local.jsonl",
+                             execution=Execution(chunk_size=chunk, progress=False))
         local_s = time.perf_counter() - start
         if args.address:
             ray.init(address=args.address, log_to_driver=False)
         else:
             ray.init(num_cpus=args.workers, include_dashboard=False, log_to_driver=False)
         start = time.perf_counter()
-        remote = attack_sweep(trials, model, data, Path(tmp) / "ray.jsonl", iterations=args.iterations,
-                              chunk_size=chunk, progress=False, executor="ray", resources={"num_cpus": 1})
+        remote = attack_sweep(trials, model, data, Path(tmp) / "ray.jsonl", execution=Execution(
+            chunk_size=chunk, progress=False, executor="ray", resources={"num_cpus": 1}))
         ray_s = time.perf_counter() - start
         ray.shutdown()
     agree = float((local["grad_distance"] - remote["grad_distance"]).abs().max() /

@@ -28,7 +28,9 @@ from dlg_utils.notebook import start
 QUICK = start()  # DLG_QUICK=1 (or CI) shrinks the run; committed outputs are full runs
 
 # %%
-from dlg_utils import load_dataset, target_gradients, idlg_label
+from dlg_utils.attacks import idlg_label
+from dlg_utils.cases import target_gradients
+from dlg_utils.data import load_dataset
 from dlg_utils.models import get_model
 from dlg_utils.attack import dlg_batch
 from dlg_utils.plotting import reconstruction_grid, save_figure

@@ -28,9 +28,9 @@ from dlg_utils.notebook import start
 QUICK = start()  # DLG_QUICK=1 (or CI) shrinks the run; committed outputs are full runs
 
 # %%
-from dlg_utils import load_dataset
+from dlg_utils.data import load_dataset
 from dlg_utils.models import get_model
-from dlg_utils.experiments import dataset_target, run_attacks
+from dlg_utils.experiments import AttackTrial, attack_sweep
 from dlg_utils.plotting import reconstruction_grid, metric_curves, save_figure
 from dlg_utils.stats import IMAGE_THRESHOLD
 
@@ -44,10 +44,9 @@ data = load_dataset("samples")
 torch.manual_seed(MODEL_SEED)
 model = get_model("lenet", in_channels=3, num_classes=100, image_size=32)
 x, y = data[IMAGE]
-trials = [{"image": IMAGE, "seed": s, "defense": d} for d in DEFENSES for s in SEEDS]
+trials = [AttackTrial(IMAGE, s, d, "dlg", settings={"iterations": ITERATIONS}) for d in DEFENSES for s in SEEDS]
 by = {}  # (defense, seed) -> AttackResult, as each trial finishes (the defense's randomness drawn from the seed)
-run_attacks(trials, model, lambda m, t: dataset_target(m, data, t), iterations=ITERATIONS,
-            on_result=lambda t, r: by.update({(t["defense"], t["seed"]): r}))
+attack_sweep(trials, model, data, on_result=lambda t, r: by.update({(t.defense, t.seed): r}))
 history = pd.concat([r.history.assign(defense=d, seed=s) for (d, s), r in by.items()])
 setting = f"LeNet, embedded image {IMAGE} ({data.classes[y]}), {ITERATIONS} iterations"
 print(f"{len(trials)} attacks: {setting}, seeds {SEEDS}")

@@ -39,11 +39,12 @@ QUICK = start()  # DLG_QUICK=1 (or CI) shrinks the run; committed outputs are fu
 
 # %%
 from torch.utils.data import Subset
-from dlg_utils import load_dataset, target_gradients
+from dlg_utils.cases import target_gradients
+from dlg_utils.data import load_dataset
 from dlg_utils.models import get_model
 from dlg_utils.attack import dlg_batch
 from dlg_utils.training import TrainConfig, train, load_checkpoint
-from dlg_utils.experiments import attack_sweep, expand_histories
+from dlg_utils.experiments import AttackTrial, attack_sweep, expand_histories
 from dlg_utils.plotting import reconstruction_grid, metric_curves, save_figure
 from dlg_utils.config import CHECKPOINTS_DIR, RESULTS_DIR, output_path
 from dlg_utils.stats import IMAGE_THRESHOLD
@@ -87,16 +88,14 @@ Markdown(f"""The four stages: test accuracy {acc['start']:.2f} at initialisation
 {norm['step5']:.1f}, {norm['middle']:.1f} and {norm['converged']:.1f}.""")
 
 # %%
-trials = [{"model": s, "defense": d, "image": i, "seed": k}
+trials = [AttackTrial(i, k, d, "dlg", s, {"iterations": ITERATIONS})
           for s in STAGES for d in DEFENSES for i in IMAGES for k in SEEDS]
 # iDLG (label extracted, not learned) without a defense: does leakage fall, or only DLG's label search?
-trials += [{"model": s, "defense": "none", "image": i, "seed": k, "label_mode": "idlg"}
+trials += [AttackTrial(i, k, "none", "idlg", s, {"iterations": ITERATIONS})
            for s in STAGES for i in IMAGES for k in SEEDS]
-rows = attack_sweep(trials, models, train_full, output_path(f"leakage_across_training_{DATASET}_{ITERATIONS}.jsonl",
-                                                            RESULTS_DIR), iterations=ITERATIONS)
-rows["label_mode"] = rows["label_mode"].fillna("dlg")
-rows["attack"] = rows["defense"].where(rows["label_mode"] == "dlg", "none, iDLG")  # the key of the tables below
-rows["attack, defense"] = ("DLG, " + rows["defense"]).where(rows["label_mode"] == "dlg", "iDLG, none")
+rows = attack_sweep(trials, models, train_full, output_path(f"leakage_across_training_{DATASET}.jsonl", RESULTS_DIR))
+rows["case"] = rows["defense"].where(rows["attack"] == "dlg", "none, iDLG")  # the key of the tables below
+rows["attack, defense"] = ("DLG, " + rows["defense"]).where(rows["attack"] == "dlg", "iDLG, none")
 history = expand_histories(rows, keep=["image", "seed", "attack, defense", "model"]).rename(columns={"model": "stage"})
 setting = (f"DLG LeNet trained on {DATASET}, {ITERATIONS} iterations, {len(IMAGES)} training images x "
            f"{len(SEEDS)} dummy seeds per curve")
@@ -120,7 +119,7 @@ save_figure(fig, "fig6_fig7_l1_across_training.png");
 # %%
 # the first dummy seed that recovers image IMAGES[0] from the untrained model, so that the rows show
 # what training changes, not an unlucky seed
-at_start = rows[(rows["model"] == "start") & (rows["attack"] == "none") & (rows["image"] == IMAGES[0])]
+at_start = rows[(rows["model"] == "start") & (rows["case"] == "none") & (rows["image"] == IMAGES[0])]
 ok = at_start[at_start["mse"] < IMAGE_THRESHOLD]
 SEED = int(ok["seed"].min()) if len(ok) else SEEDS[0]
 x, y = train_full[IMAGES[0]]
@@ -135,7 +134,7 @@ reconstruction_grid([(f"{s} ({meta[s]['test_accuracy']:.2f})", r) for s, r in zi
 
 # %%
 rows["recovered"] = rows["mse"] < IMAGE_THRESHOLD
-summary = rows.groupby(["model", "attack"], sort=False).agg(
+summary = rows.groupby(["model", "case"], sort=False).agg(
     recovered=("recovered", "mean"), mse=("mse", "mean"), ssim=("ssim", "mean"),
     grad_distance=("grad_distance", "median"), label_correct=("label_correct", "mean"), trials=("seed", "size"))
 summary.index = summary.index.set_names(["stage", "attack (DLG unless iDLG)"])
@@ -144,12 +143,12 @@ summary.join(stages[["test_accuracy", "gradient norm"]], on="stage").round(4)
 # %%
 from IPython.display import Markdown
 n = len(IMAGES) * len(SEEDS)
-recovered = lambda stage, attack: int(rows[(rows["model"] == stage) & (rows["attack"] == attack)]["recovered"].sum())
+recovered = lambda stage, case: int(rows[(rows["model"] == stage) & (rows["case"] == case)]["recovered"].sum())
 counts = lambda attack: ", ".join(str(recovered(s, attack)) for s in STAGES)
-dlg = rows[rows["label_mode"] == "dlg"].groupby(["model", "attack"], sort=False)
+dlg = rows[rows["attack"] == "dlg"].groupby(["model", "case"], sort=False)
 label_right = dlg["label_correct"].mean()
 before, after = label_right.loc[["start", "step5"]], label_right.loc[["middle", "converged"]]
-distance = rows.groupby(["model", "attack"], sort=False)["grad_distance"].median()
+distance = rows.groupby(["model", "case"], sort=False)["grad_distance"].median()
 Markdown(f"""**What to see** (this run: the DLG LeNet trained on {len(train_full) if TRAIN_SUBSET is None else TRAIN_SUBSET:,}
 {DATASET} images for {EPOCHS} epochs; {len(IMAGES)} training images x {len(SEEDS)} dummy seeds = {n} attacks per
 cell, {ITERATIONS} iterations, {len(trials)} attacks in all).

@@ -36,30 +36,25 @@ from dlg_utils.notebook import start
 QUICK = start()  # DLG_QUICK=1 (or CI) shrinks the run; committed outputs are full runs
 
 # %%
-from dlg_utils import load_dataset
+from dlg_utils.data import load_dataset
 from dlg_utils.models import get_model
-from dlg_utils.experiments import attack_sweep, load_rows, expand_histories
+from dlg_utils import table1
+from dlg_utils.experiments import AttackTrial, attack_sweep, load_rows, expand_histories
 from dlg_utils.config import RESULTS_DIR, output_path
 from dlg_utils.stats import CRITERIA, IMAGE_THRESHOLD, recovered
 from dlg_utils.plotting import save_figure
 from dlg_utils.training_study import TrainingSetting, complete_runs
 import seaborn as sns
 
-IMAGES, MODEL_SEED = [0, 1, 2], 0
+IMAGES, MODEL_SEED = [0, 1, 2], table1.MODEL_SEED
 ITERATIONS = 10 if QUICK else 100
 SEEDS = list(range(2 if QUICK else 10))
-METHODS = {"stochastic:16": "Stochastic quantization (16 levels)", "uniform:16": "Uniform quantization (16 levels)",
-           "sparsity:0.4": "Sparsity = 0.4", "uniform:240": "Uniform quantization (240 levels)",
-           "sparsity:0.2": "Sparsity = 0.2", "none": "Nothing"}
-PAPER = pd.DataFrame({"paper mean 'MSE'": [275.683, 235.810, 3.090, 0.466, 0.948, 110.56],
-                      "paper median 'MSE'": [252.160, 162.485, 2.957, 0.336, 0.227, 0.0001],
-                      "paper accuracy": [0.737, 0.738, 0.735, 0.737, 0.736, 0.735]}, index=list(METHODS))
+METHODS, PAPER = table1.METHODS, table1.PAPER  # Table I's rows and numbers
 data = load_dataset("samples")
 torch.manual_seed(MODEL_SEED)
 model = get_model("lenet", in_channels=3, num_classes=100, image_size=32)
-trials = [{"defense": d, "image": i, "seed": s} for d in METHODS for i in IMAGES for s in SEEDS]
-rows = attack_sweep(trials, model, data, output_path(f"table1_{ITERATIONS}.jsonl", RESULTS_DIR),
-                    iterations=ITERATIONS)
+trials = [AttackTrial(i, s, d, "dlg", settings={"iterations": ITERATIONS}) for d in METHODS for i in IMAGES for s in SEEDS]
+rows = attack_sweep(trials, model, data, output_path("table1.jsonl", RESULTS_DIR))
 setting = (f"LeNet (DLG init), embedded images {IMAGES}, {len(SEEDS)} dummy seeds each, {ITERATIONS} iterations")
 print(f"{len(trials)} attacks: {setting}")
 
@@ -167,30 +162,12 @@ What the table does not show, and the image columns do:
 # (section 1's model for every seed, the defense re-drawn).
 
 # %%
-from dlg_utils.experiments import attack_sweep
-ORIGINAL_IMAGES = {2: "photo (cat)", 25: "Fashion-MNIST (shirt)"}  # indices into the embedded set
-ORIGINAL_SEED = 50
+ORIGINAL_IMAGES, DESIGNS = table1.ORIGINAL_IMAGES, table1.DESIGNS
 PRINTED = ITERATIONS - 9  # `for iters in range(100)` prints last at iters = 90, after 91 steps
-torch.manual_seed(ORIGINAL_SEED)  # once, as the original; then one new LeNet per seed
-models = {f"new{s}": get_model("lenet", in_channels=3, num_classes=100, image_size=32) for s in SEEDS} | {"fixed": model}
-DESIGNS = {"original": ("new", True), "one draw": ("new", False), "one model": ("fixed", True)}
-original_trials = [{"design": name, "defense": d, "image": i, "seed": s, "model": f"new{s}" if m == "new" else "fixed"}
-                   for name, (m, _) in DESIGNS.items() for d in METHODS for i in ORIGINAL_IMAGES for s in SEEDS]
-path = output_path(f"table1_original_{ITERATIONS}.jsonl", RESULTS_DIR)
-printed_at = [0, *range(1, ITERATIONS + 1, 10)]  # what the loop prints: after steps 1, 11, ..., 91 (and the start)
-original = pd.concat([attack_sweep([t for t in original_trials if DESIGNS[t["design"]][1] == redraw], models, data,
-                                   path, iterations=ITERATIONS, redraw_defense=redraw, per_trial_models=True,
-                                   keep_history=printed_at)  # and the last iteration
-                      for redraw in (True, False)])
-
-
-def printed(history: list[dict], k: int) -> float:
-    """The gradient distance the loop prints after step ``k`` (the last one recorded by then)."""
-    return max((h for h in history if h["iteration"] <= k), key=lambda h: h["iteration"])["grad_distance"]
-
-
-original["at_printed"] = original["history"].apply(printed, k=PRINTED)
-original["at_last"] = original["history"].apply(printed, k=ITERATIONS)
+models = table1.original_models(SEEDS, fixed=model)  # torch.manual_seed(50) once, then one new LeNet per seed
+original_trials = table1.original_trials(METHODS, ORIGINAL_IMAGES, SEEDS, ITERATIONS)
+original = table1.run_original(data, models, METHODS, ORIGINAL_IMAGES, SEEDS, ITERATIONS,
+                               output_path(f"table1_original_{ITERATIONS}.jsonl", RESULTS_DIR))
 original["picture"] = original["image"].map(ORIGINAL_IMAGES)
 original_setting = (f"LeNet (DLG init), {len(SEEDS)} seeds, {ITERATIONS} L-BFGS iterations, value printed at "
                     f"iteration {PRINTED - 1}")
@@ -236,13 +213,9 @@ fig.tight_layout()
 save_figure(fig, "table1_original_design.png");
 
 # %%
-def omed(design, defense, picture=None, col="at_printed"):
-    part = original[(original.design == design) & (original.defense == defense)]
-    return float(part[part.picture == picture][col].median() if picture else part[col].median())
-
-
-def omean(design, defense, col="at_printed"):
-    return float(original[(original.design == design) & (original.defense == defense)][col].mean())
+omed = lambda design, defense, picture=None, col="at_printed": table1.design_stat(original, design, defense, "median",
+                                                                           picture, col)
+omean = lambda design, defense, col="at_printed": table1.design_stat(original, design, defense, "mean", column=col)
 
 
 deterministic = [d for d in METHODS if d != "stochastic:16"]

@@ -47,7 +47,8 @@ from dlg_utils.notebook import start
 QUICK = start()  # DLG_QUICK=1 (or CI) shrinks the run; committed outputs are full runs
 
 # %%
-from dlg_utils import load_dataset, target_gradients
+from dlg_utils.cases import target_gradients
+from dlg_utils.data import load_dataset
 from dlg_utils.attack import dlg_batch
 from dlg_utils.success import SuccessStudy, succeeded, success_table, threshold_sensitivity, label_survival
 from dlg_utils.plotting import reconstruction_grid, save_figure
@@ -63,7 +64,7 @@ if QUICK:
                        resnet_iterations=2, resnet_max_iter=2)
 data = load_dataset(DATASET)
 FULL_DIR = RESULTS_DIR / "full_scale"
-FULL_SCALE = not QUICK and FULL.complete(FULL_DIR, len(data))  # the GPU run's rows are all there
+FULL_SCALE = not QUICK and FULL.complete(data, FULL_DIR, FULL.models("cpu"))  # the GPU run's rows are all there
 study, folder = (FULL, FULL_DIR) if FULL_SCALE else (CPU, RESULTS_DIR / "quick" if QUICK else RESULTS_DIR)
 device = "cuda" if torch.cuda.is_available() else "cpu"
 models = study.models(device)
@@ -79,23 +80,23 @@ print(setting, "| images", IMAGES)
 # %%
 rows = study.run(data, folder, models)
 paper = pd.DataFrame([("lenet", "dlg", 0.68, 94.1379), ("resnet18", "dlg", 0.0, float("nan"))],
-                     columns=["model", "label_mode", "paper success rate", "paper mean iteration"])
-table = success_table(rows, by=["model", "label_mode"]).merge(paper, how="left")
+                     columns=["model", "attack", "paper success rate", "paper mean iteration"])
+table = success_table(rows, by=["model", "attack"]).merge(paper, how="left")
 print(f"Table 1 ({setting}); rate and iteration intervals: 95% bootstrap over images")
 table.round(3)
 
 # %%
-per_image = rows.groupby(["model", "label_mode", "image"])["success"].mean().reset_index()
+per_image = rows.groupby(["model", "attack", "image"])["success"].mean().reset_index()
 fig, axes = plt.subplots(1, 2, figsize=(12, 3.6))
 lenet_rates = per_image[per_image["model"] == "lenet"]
-order = lenet_rates[lenet_rates["label_mode"] == "dlg"].sort_values("success")["image"].tolist()
-sns.barplot(data=lenet_rates, x="image", y="success", hue="label_mode", order=order, ax=axes[0])
+order = lenet_rates[lenet_rates["attack"] == "dlg"].sort_values("success")["image"].tolist()
+sns.barplot(data=lenet_rates, x="image", y="success", hue="attack", order=order, ax=axes[0])
 axes[0].axhline(0.68, color="k", ls=":", lw=1, label="dotted: seed 002's reported mean (0.68)")
 axes[0].set(ylabel="success rate", ylim=(0, 1.0), title=f"LeNet: success rate per image ({LENET_SEEDS} seeds each)")
 axes[0].legend(fontsize=7, title="attack", loc="upper left", bbox_to_anchor=(1.0, 1.0))
 axes[0].tick_params(axis="x", labelsize=7)
-sens = threshold_sensitivity(rows[rows["model"] == "lenet"], [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2], by=["label_mode"])
-for mode, d in sens.groupby("label_mode"):
+sens = threshold_sensitivity(rows[rows["model"] == "lenet"], [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2], by=["attack"])
+for mode, d in sens.groupby("attack"):
     axes[1].errorbar(d["image threshold"], d["success rate"], yerr=[d["success rate"] - d["rate low"],
                      d["rate high"] - d["success rate"]], marker="o", capsize=3, label=mode)
 axes[1].set(xscale="log", xlabel="image MSE threshold", ylabel="LeNet success rate",
@@ -104,7 +105,7 @@ axes[1].legend(fontsize=8, title="attack")
 fig.suptitle(f"DLG success rate (seed 002 Table 1): {setting}", fontsize=10)
 fig.tight_layout()
 save_figure(fig, "seed002_success_rate_lenet.png")
-sens.pivot(index="image threshold", columns="label_mode", values="success rate").round(3)
+sens.pivot(index="image threshold", columns="attack", values="success rate").round(3)
 
 # %% [markdown]
 # ## Fig. 1 and 2: DLG and iDLG on LeNet and ResNet-18, one image
@@ -114,7 +115,7 @@ sens.pivot(index="image threshold", columns="label_mode", values="success rate")
 # best); all four runs start from the same dummy image.
 
 # %%
-first = rows[(rows["model"] == "lenet") & (rows["label_mode"] == "dlg") & (rows["image"] == IMAGES[0])]
+first = rows[(rows["model"] == "lenet") & (rows["attack"] == "dlg") & (rows["image"] == IMAGES[0])]
 ok = first[first["success"]]
 SEED = int(ok["seed"].min()) if len(ok) else 0
 x, y = data[IMAGES[0]]
@@ -163,7 +164,7 @@ LABEL_DEFENSES = ["none", "half", "uniform:240", "uniform:40", "uniform:16", "un
 label_images = range(min(len(data), 4 if QUICK else 200))
 found = label_survival({"lenet": lenet, **resnets}, data, label_images, LABEL_DEFENSES, draws=3, device=device)
 labels = found.pivot_table(index="defense", columns="model", values="right", aggfunc="mean", sort=False)
-learned = rows[rows["label_mode"] == "dlg"]
+learned = rows[rows["attack"] == "dlg"]
 print("DLG's learned label right (undefended), by model and outcome:")
 print(learned.groupby(["model", "success"])["label_correct"].agg(["mean", "size"]).round(3).to_string())
 print(f"\niDLG's extracted label right, {len(label_images)} images:")
@@ -171,14 +172,14 @@ labels.round(3)
 
 # %%
 from IPython.display import Markdown
-t = table.set_index(["model", "label_mode"])
+t = table.set_index(["model", "attack"])
 dlg_row, idlg_row = t.loc[("lenet", "dlg")], t.loc[("lenet", "idlg")]
 inside = (dlg_row["rate low"] <= 0.68 <= dlg_row["rate high"], dlg_row["iteration low"] <= 94.1 <= dlg_row["iteration high"])
 lenet_rows = rows[rows["model"] == "lenet"]
-lenet_dlg = lenet_rows[lenet_rows["label_mode"] == "dlg"]
+lenet_dlg = lenet_rows[lenet_rows["attack"] == "dlg"]
 converged_dlg = lenet_dlg[lenet_dlg["converged_at"].notna()]
-sens_dlg = sens[sens["label_mode"] == "dlg"]["success rate"]
-paired = lenet_rows.pivot_table(index=["image", "seed"], columns="label_mode", values="success").astype(bool)
+sens_dlg = sens[sens["attack"] == "dlg"]["success rate"]
+paired = lenet_rows.pivot_table(index=["image", "seed"], columns="attack", values="success").astype(bool)
 dlg_fails = paired[~paired["dlg"]]
 rescued, lost = int(dlg_fails["idlg"].sum()), int((paired["dlg"] & ~paired["idlg"]).sum())
 wrong_when_failed = int((~lenet_dlg[~lenet_dlg["success"]]["label_correct"]).sum())

@@ -36,7 +36,7 @@ def test_threshold_sensitivity_is_monotone():
 
 def test_label_survival_draws_random_defenses_and_finds_the_undefended_label():
     import torch
-    from dlg_utils import load_dataset
+    from dlg_utils.data import load_dataset
     from dlg_utils.models import get_model
     torch.manual_seed(0)
     model = get_model("lenet", in_channels=3, num_classes=100, image_size=32)
@@ -48,20 +48,26 @@ def test_label_survival_draws_random_defenses_and_finds_the_undefended_label():
 
 
 
-def test_success_study_trials_paths_and_completeness(tmp_path):
+def test_success_study_trials_paths_and_completeness(tmp_path, samples):
     import json
-    from dlg_utils.experiments import trial_key
-    from dlg_utils.success import SuccessStudy
-    study = SuccessStudy(images=2, lenet_seeds=3, resnet_depths=(18, 34), resnet_seeds=1)
+    from dlg_utils.experiments import DatasetTargets, attack_keys
+    from dlg_utils.success import SUCCESS_ROWS, SuccessStudy
+    study = SuccessStudy(images=2, lenet_seeds=3, resnet_depths=(18,), resnet_seeds=1)
     lenet, resnets = study.trials(32)
-    assert len(lenet) == 2 * 2 * 3 and len(resnets) == 2 * 2 * 2 * 1
-    assert {t["image"] for t in lenet} == set(study.image_indices(32)) and len(study.image_indices(32)) == 2
+    assert len(lenet) == 2 * 2 * 3 and len(resnets) == 1 * 2 * 2 * 1
+    assert {t.image for t in lenet} == set(study.image_indices(32)) and len(study.image_indices(32)) == 2
+    assert {t.attack for t in lenet} == {"dlg", "idlg"} and all(t.settings["max_iter"] == 20 for t in resnets)
+    models = study.models()
     lenet_path, resnet_path = study.paths(tmp_path)
-    assert not study.complete(tmp_path, 32) and not list(tmp_path.iterdir())  # checking writes nothing
-    lenet_path.write_text("".join(json.dumps({"trial": trial_key(t)}) + "\n" for t in lenet))
-    assert not study.complete(tmp_path, 32)
-    resnet_path.write_text("".join(json.dumps({"trial": trial_key(t)}) + "\n" for t in resnets))
-    assert study.complete(tmp_path, 32)
+    assert not study.complete(samples, tmp_path, models) and not list(tmp_path.iterdir())  # checking writes nothing
+    rows = lambda trials: "".join(json.dumps({"key": k, "config": c}) + "\n" for k, c, _ in attack_keys(
+        trials, models, DatasetTargets(samples), rows=SUCCESS_ROWS))
+    lenet_path.write_text(rows(lenet))
+    assert not study.complete(samples, tmp_path, models)
+    resnet_path.write_text(rows(resnets))
+    assert study.complete(samples, tmp_path, models)
+    other = SuccessStudy(images=2, lenet_seeds=3, resnet_depths=(18,), resnet_seeds=1, iterations=7)
+    assert not other.complete(samples, tmp_path, models)  # other iterations: other keys
 
 
 def test_success_study_models_are_the_seeded_classes():
