@@ -70,7 +70,7 @@ def tensor_digest(tensor: torch.Tensor) -> str:
     """A short digest of a tensor's dtype, shape and values."""
     t = tensor.detach().cpu().contiguous()
     h = hashlib.sha256(f"{t.dtype}{tuple(t.shape)}".encode())
-    h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()[:20]
 
 

@@ -2,7 +2,9 @@
 import pytest
 import torch
 
-from dlg_utils.attack import dlg, gradient_distance, idlg_label, target_gradients
+from dlg_utils.attack import dlg, gradient_distance
+from dlg_utils.attacks import idlg_label
+from dlg_utils.cases import target_gradients
 from dlg_utils.defenses import UniformQuantization
 from dlg_utils.stats import GRAD_THRESHOLD
 from dlg_utils.models import LeNet, init_uniform_
@@ -115,3 +117,24 @@ def test_bad_input(lenet, samples):
         target_gradients(lenet, x, torch.tensor([1, 2]))
     with pytest.raises(ValueError, match="batch"):
         target_gradients(lenet, x[0], y)
+
+
+def test_bad_arguments_name_themselves_in_one_line(lenet, samples):
+    """What a new user met: a wrong image_shape or num_classes crashed deep inside torch, a NaN
+    ground truth gave silent NaN metrics, iterations=-3 printed a 600-character repr."""
+    x, y = one(samples, 0)
+    grads = target_gradients(lenet, x, y)
+    run = lambda **kw: dlg(lenet, grads, **{"image_shape": x.shape, "num_classes": 100, "iterations": 1, **kw})
+    with pytest.raises(ValueError, match=r"image_shape \(1, 3, 28, 28\) does not fit the model"):
+        run(image_shape=(1, 3, 28, 28))
+    with pytest.raises(ValueError, match="image_shape must be N x C x H x W"):
+        run(image_shape=(3, 32))
+    with pytest.raises(ValueError, match=r"num_classes=10 but the model outputs \(100,\) values per image"):
+        run(num_classes=10)
+    with pytest.raises(ValueError, match="ground_truth must be 3072 finite values.*NaN"):
+        run(ground_truth=x * float("nan"))
+    with pytest.raises(ValueError, match="label") as error:
+        run(label=[1, 2])
+    with pytest.raises(ValueError) as error:
+        run(iterations=-3)
+    assert str(error.value) == "attack 'dlg': iterations must be an integer >= 0, got -3"

@@ -52,9 +52,11 @@ def test_utility_summary_pairs_the_drop_by_seed():
 def test_trials_skip_the_adaptive_attacker_where_it_is_a_plain_one():
     setup = fr.Setup(models=("lenet",), defenses=("none", "uniform:8", "gaussian:0.01"), images=(0,), seeds=(0, 1))
     trials = fr.privacy_trials(setup, "lenet")
-    adaptive = {t["defense"] for t in trials if t["attack"] == "adaptive"}
+    adaptive = {t.defense for t in trials if t.attack == "adaptive"}
     assert adaptive == {"uniform:8"} and len(trials) == 3 * 2 * 3 + 2
-    assert {t["iterations"] for t in trials if t["attack"] == "ig"} == {setup.iterations["ig"]}
+    assert {t.settings["iterations"] for t in trials if t.attack == "ig"} == {setup.iterations["ig"]}
+    assert {t.config().iterations for t in trials if t.attack == "adaptive"} == {setup.iterations["adaptive"]}
+    assert {t.config().label_source for t in trials} == {fr.MODELS["lenet"].label_source}
 
 
 def test_bits_count_the_ranges():
