@@ -23,7 +23,7 @@ import torch
 from dlg_utils.reference import reference_dlg
 
 from dlg_utils.attack import dlg_batch
-from dlg_utils.cases import target_gradients
+from dlg_utils.attack import target_gradients
 from dlg_utils.data import load_dataset
 from dlg_utils.metrics import mse
 from dlg_utils.stats import IMAGE_THRESHOLD

@@ -23,11 +23,50 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .attacks import AttackConfig, attack_config, initial_label
+from .attacks import LABEL_SOURCES, AttackConfig, attack_config
+from .cases import shared_gradient
 from .config import progress_enabled
-from .defenses import NoDefense, SharedGradient
+from .defenses import Defense, NoDefense, SharedGradient
 from .engine import AttackResult, Chunk, Trial, best_restart
 from .objectives import Targets, correlation, l2
+
+
+def target_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                     defense: Defense | str | None = None,
+                     generator: torch.Generator | None = None) -> list[torch.Tensor]:
+    """The gradient a client shares: d CE(model(x), y) / d parameters, one tensor per parameter
+    (x a batch N x C x H x W in [0, 1], y N integer labels), after ``defense`` (drawn once)."""
+    return shared_gradient(model, x, y, defense, generator).grads
+
+
+def idlg_label(target_grads: Sequence[torch.Tensor], source: str = "weight") -> int:
+    """iDLG's label of a single-image gradient: the class whose row of the last linear layer's
+    weight gradient sums to the most negative value (softmax(z)_c - 1 < 0 times non-negative
+    features). ``source="bias"`` reads the last bias gradient, softmax(z) - onehot, whose only
+    negative entry is the label whatever the sign of the features (tanh networks, LeNet-5)."""
+    if source not in LABEL_SOURCES:
+        raise ValueError(f"source must be one of {LABEL_SOURCES}, got {source!r}")
+    dim = 1 if source == "bias" else 2
+    found = [g for g in target_grads if g.dim() == dim]
+    if not found:
+        raise ValueError(f"no {'1-D (bias)' if dim == 1 else '2-D (linear layer weight)'} gradient found for iDLG")
+    return int(found[-1].argmin() if dim == 1 else found[-1].sum(dim=-1).argmin())
+
+
+
+
+def initial_label(config: AttackConfig, given, grads: Sequence[torch.Tensor]) -> torch.Tensor | None:
+    """The one decision of how a trial's label is found: ``given`` labels (an int, a tensor of
+    N labels) are used as they are; ``"idlg"``, or no label under an attack whose ``label`` is
+    ``"idlg"``, reads it from the shared gradient (:func:`idlg_label` with the attack's
+    ``label_source``); otherwise ``None``: the attack learns a soft dummy label (DLG)."""
+    if given is None and config.label == "learn":
+        return None
+    if given is None or (isinstance(given, str) and given == "idlg"):
+        return torch.tensor([idlg_label(grads, config.label_source)])
+    if isinstance(given, str):
+        raise ValueError(f"label must be an int, a tensor of labels, 'idlg' or None, got {given!r}")
+    return torch.as_tensor(given).long().reshape(-1).cpu()
 
 
 def _one_trial(fn, dummy_grads: Iterable[torch.Tensor], target_grads: Iterable[torch.Tensor]) -> torch.Tensor:

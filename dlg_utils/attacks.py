@@ -1,16 +1,14 @@
 """The catalogue of attacks: every attack is an :class:`AttackConfig`, a name of
 :data:`ATTACKS`, or the defense-aware attacker chosen per defense from :data:`ADAPTIVE`.
 
-This module only says what an attack is (its settings, its name, how its label is found and
-whether it can be compiled); :mod:`~dlg_utils.engine` runs it and :mod:`~dlg_utils.attack` is
-the entry point (:func:`~dlg_utils.attack.dlg`, :func:`~dlg_utils.attack.dlg_batch`).
+This module only says what an attack is (its settings, its name, whether it can be compiled);
+:mod:`~dlg_utils.engine` runs it, and :mod:`~dlg_utils.attack` is the entry point
+(:func:`~dlg_utils.attack.dlg`, :func:`~dlg_utils.attack.dlg_batch`) that also decides each
+trial's label (:func:`~dlg_utils.attack.initial_label`).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, replace
-from typing import Sequence
-
-import torch
 
 from .defenses import Defense, defense_from_spec
 from .lbfgs import LINE_SEARCHES
@@ -34,7 +32,7 @@ class AttackConfig:
     fraction ``decay_at`` of the run). ``boxed`` keeps the image in [0, 1]; ``tv`` weighs the
     total-variation prior. ``restarts`` runs each trial from that many dummies and keeps the
     one with the lowest final distance. label: ``"learn"`` (DLG's soft dummy label) or
-    ``"idlg"`` (read from the gradient, :func:`idlg_label` with
+    ``"idlg"`` (read from the gradient, :func:`~dlg_utils.attack.idlg_label` with
     ``label_source``) for trials given no label. Records: a history row every
     ``record_every`` iterations (and the last), snapshots every ``snapshot_every`` and at
     ``snapshot_at``; ``converged`` once the distance is below ``grad_threshold``
@@ -162,33 +160,3 @@ def attack_config(attack: str | AttackConfig = "dlg", defense: Defense | str | N
     if unknown:
         raise TypeError(f"unknown attack settings {sorted(unknown)}")
     return replace(config, **overrides) if overrides else config
-
-
-def idlg_label(target_grads: Sequence[torch.Tensor], source: str = "weight") -> int:
-    """iDLG's label of a single-image gradient: the class whose row of the last linear layer's
-    weight gradient sums to the most negative value (softmax(z)_c - 1 < 0 times non-negative
-    features). ``source="bias"`` reads the last bias gradient, softmax(z) - onehot, whose only
-    negative entry is the label whatever the sign of the features (tanh networks, LeNet-5)."""
-    if source not in LABEL_SOURCES:
-        raise ValueError(f"source must be one of {LABEL_SOURCES}, got {source!r}")
-    dim = 1 if source == "bias" else 2
-    found = [g for g in target_grads if g.dim() == dim]
-    if not found:
-        raise ValueError(f"no {'1-D (bias)' if dim == 1 else '2-D (linear layer weight)'} gradient found for iDLG")
-    return int(found[-1].argmin() if dim == 1 else found[-1].sum(dim=-1).argmin())
-
-
-
-
-def initial_label(config: AttackConfig, given, grads: Sequence[torch.Tensor]) -> torch.Tensor | None:
-    """The one decision of how a trial's label is found: ``given`` labels (an int, a tensor of
-    N labels) are used as they are; ``"idlg"``, or no label under an attack whose ``label`` is
-    ``"idlg"``, reads it from the shared gradient (:func:`idlg_label` with the attack's
-    ``label_source``); otherwise ``None``: the attack learns a soft dummy label (DLG)."""
-    if given is None and config.label == "learn":
-        return None
-    if given is None or (isinstance(given, str) and given == "idlg"):
-        return torch.tensor([idlg_label(grads, config.label_source)])
-    if isinstance(given, str):
-        raise ValueError(f"label must be an int, a tensor of labels, 'idlg' or None, got {given!r}")
-    return torch.as_tensor(given).long().reshape(-1).cpu()

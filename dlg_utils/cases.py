@@ -32,11 +32,3 @@ def shared_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor, defense:
     if keep_source:
         shared.source = grads
     return shared
-
-
-def target_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-                     defense: Defense | str | None = None,
-                     generator: torch.Generator | None = None) -> list[torch.Tensor]:
-    """The gradient a client shares: d CE(model(x), y) / d parameters, one tensor per parameter
-    (x a batch N x C x H x W in [0, 1], y N integer labels), after ``defense`` (drawn once)."""
-    return shared_gradient(model, x, y, defense, generator).grads

@@ -1,6 +1,6 @@
 """The attack engine: T gradient-matching trials advanced together as one computation. Pure
 mechanics: what to run comes from the catalogue (:mod:`~dlg_utils.attacks`), each trial's label
-already decided (:func:`~dlg_utils.attacks.initial_label`).
+already decided (:func:`~dlg_utils.attack.initial_label`).
 
 An attack is an :class:`~dlg_utils.attacks.AttackConfig`: a distance between the dummy gradient and the shared one
 (:mod:`~dlg_utils.objectives`), an optimizer (the batched L-BFGS of DLG or the batched Adam of
@@ -93,7 +93,7 @@ def check_inputs(model: nn.Module, image_shape: Sequence[int], num_classes: int)
 @dataclass
 class Trial:
     """One engine trial: what it attacks and how its dummy starts. ``label``: the trial's N
-    labels, or None to learn a soft dummy label (:func:`~dlg_utils.attacks.initial_label`)."""
+    labels, or None to learn a soft dummy label (:func:`~dlg_utils.attack.initial_label`)."""
 
     target: SharedGradient
     label: torch.Tensor | None = None

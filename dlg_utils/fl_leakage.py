@@ -16,7 +16,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .attacks import AttackConfig
-from .cases import target_gradients
+from .attack import target_gradients
 from .codec import Policy, as_policy, decode_update, encode_update, wrong_modes
 from .defenses import NoDefense, SharedGradient
 from .experiments import AttackTrial, Execution, Prepared, RowOptions, run_attacks, tensor_digest

@@ -21,8 +21,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from .attacks import idlg_label
-from .cases import target_gradients
+from .attack import idlg_label, target_gradients
 from .defenses import GaussianNoise, LaplacianNoise, StochasticRounding, defense_from_spec
 from .experiments import AttackTrial, DatasetTargets, RowOptions
 from .stats import IMAGE_THRESHOLD, bootstrap_ci, recovered

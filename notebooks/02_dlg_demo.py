@@ -28,8 +28,7 @@ from dlg_utils.notebook import start
 QUICK = start()  # DLG_QUICK=1 (or CI) shrinks the run; committed outputs are full runs
 
 # %%
-from dlg_utils.attacks import idlg_label
-from dlg_utils.cases import target_gradients
+from dlg_utils.attack import idlg_label, target_gradients
 from dlg_utils.data import load_dataset
 from dlg_utils.models import get_model
 from dlg_utils.attack import dlg_batch

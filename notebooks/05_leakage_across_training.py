@@ -39,7 +39,7 @@ QUICK = start()  # DLG_QUICK=1 (or CI) shrinks the run; committed outputs are fu
 
 # %%
 from torch.utils.data import Subset
-from dlg_utils.cases import target_gradients
+from dlg_utils.attack import target_gradients
 from dlg_utils.data import load_dataset
 from dlg_utils.models import get_model
 from dlg_utils.attack import dlg_batch

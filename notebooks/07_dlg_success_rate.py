@@ -47,7 +47,7 @@ from dlg_utils.notebook import start
 QUICK = start()  # DLG_QUICK=1 (or CI) shrinks the run; committed outputs are full runs
 
 # %%
-from dlg_utils.cases import target_gradients
+from dlg_utils.attack import target_gradients
 from dlg_utils.data import load_dataset
 from dlg_utils.attack import dlg_batch
 from dlg_utils.success import SuccessStudy, succeeded, success_table, threshold_sensitivity, label_survival

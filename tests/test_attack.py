@@ -3,8 +3,7 @@ import pytest
 import torch
 
 from dlg_utils.attack import dlg, gradient_distance
-from dlg_utils.attacks import idlg_label
-from dlg_utils.cases import target_gradients
+from dlg_utils.attack import idlg_label, target_gradients
 from dlg_utils.defenses import UniformQuantization
 from dlg_utils.stats import GRAD_THRESHOLD
 from dlg_utils.models import LeNet, init_uniform_

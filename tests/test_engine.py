@@ -7,7 +7,8 @@ import torch
 
 from dlg_utils.attack import dlg, dlg_batch
 from dlg_utils.attacks import AttackConfig
-from dlg_utils.cases import shared_gradient, target_gradients
+from dlg_utils.attack import target_gradients
+from dlg_utils.cases import shared_gradient
 from dlg_utils.defenses import NoDefense, SharedGradient
 from dlg_utils.engine import Chunk, Trial
 from dlg_utils.lbfgs import BatchedLBFGS
