@@ -19,7 +19,8 @@ from .attacks import AttackConfig
 from .attack import target_gradients
 from .codec import Policy, as_policy, decode_update, encode_update, wrong_modes
 from .defenses import NoDefense, SharedGradient
-from .experiments import AttackTrial, Execution, Prepared, RowOptions, run_attacks, tensor_digest
+from .experiments import AttackTrial, Execution, Prepared, RowOptions, run_attacks
+from .storage import tensor_digest
 
 
 def one_step_update(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, lr: float) -> dict[str, np.ndarray]:

@@ -141,7 +141,8 @@ class SuccessStudy:
 
     def complete(self, data: Dataset, folder: str | Path, models: dict[str, nn.Module]) -> bool:
         """Whether every trial of the study is stored under ``folder``, under its full key."""
-        from .experiments import RowStore, attack_keys
+        from .experiments import attack_keys
+        from .storage import RowStore
         targets = DatasetTargets(data)
         return all(all(k in RowStore(path) for k, _, _ in attack_keys(trials, models, targets, rows=SUCCESS_ROWS))
                    for path, trials in zip(self.paths(folder), self.trials(len(data))))

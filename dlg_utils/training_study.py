@@ -125,7 +125,7 @@ def complete_runs(path: str | Path, setting: str, defenses: Sequence[str] = FIG4
                   seeds: Sequence[int] = (0, 1, 2)) -> pd.DataFrame | None:
     """The runs of :func:`defense_training` stored at ``path`` for ``setting`` (its
     description) when every (defense, seed) is there, else None."""
-    from .experiments import load_rows
+    from .storage import load_rows
     rows = [r for r in load_rows(path) if r.get("setting") == setting and r["defense"] in defenses and r["seed"] in seeds]
     if {(r["defense"], r["seed"]) for r in rows} < {(d, s) for d in defenses for s in seeds}:
         return None

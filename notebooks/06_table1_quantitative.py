@@ -39,7 +39,8 @@ QUICK = start()  # DLG_QUICK=1 (or CI) shrinks the run; committed outputs are fu
 from dlg_utils.data import load_dataset
 from dlg_utils.models import get_model
 from dlg_utils import table1
-from dlg_utils.experiments import AttackTrial, attack_sweep, load_rows, expand_histories
+from dlg_utils.experiments import AttackTrial, attack_sweep, expand_histories
+from dlg_utils.storage import load_rows
 from dlg_utils.config import RESULTS_DIR, output_path
 from dlg_utils.stats import CRITERIA, IMAGE_THRESHOLD, recovered
 from dlg_utils.plotting import save_figure

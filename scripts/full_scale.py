@@ -39,7 +39,7 @@ import pandas as pd
 import torch
 
 from dlg_utils.data import load_dataset
-from dlg_utils.experiments import load_rows
+from dlg_utils.storage import load_rows
 from dlg_utils.frontier import DEFENSES, Setup, run_utility
 from dlg_utils.success import SuccessStudy
 from dlg_utils.training_study import FIG4_DEFENSES, TrainingSetting, defense_training, load_tensors

@@ -27,7 +27,8 @@ from typing import Callable
 import torch
 
 from dlg_utils.config import RESULTS_DIR
-from dlg_utils.experiments import AttackTrial, DatasetTargets, attack_keys, canonical, config_key, load_rows
+from dlg_utils.experiments import AttackTrial, DatasetTargets, attack_keys
+from dlg_utils.storage import canonical, config_key, load_rows
 
 Mapping = dict[str, tuple[str, dict, int]]  # old trial JSON -> (key, config, iterations)
 

@@ -19,16 +19,20 @@ def demo(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
 
 @pytest.mark.slow
 def test_demo_prints_its_table_and_writes_its_figure(tmp_path):
-    run = demo("--iterations", "40", "--threads", "1", "--out", str(tmp_path), "--figure", "demo.png")
+    run = demo("--iterations", "200", "--defenses", "none", "uniform:16", "--threads", "1", "--out", str(tmp_path),
+               "--figure", "demo.png")
     assert run.returncode == 0, run.stderr[-2000:]
     lines = run.stdout.splitlines()
     header = next(i for i, line in enumerate(lines) if line.split()[:3] == ["image", "seed", "defense"])
-    rows = [line.split() for line in lines[header + 1:header + 4]]
-    assert [r[2] for r in rows] == ["none", "uniform:16", "sparsity:0.2"]
+    rows = [line.split() for line in lines[header + 1:header + 3]]
+    assert [r[2] for r in rows] == ["none", "uniform:16"]
     ssim = {r[2]: float(r[6]) for r in rows}
-    # 40 DLG iterations recover the undefended photo; 16-level quantization leaves noise
+    recovered = {r[2]: (r[7], r[8]) for r in rows}  # by MSE < 0.001 and by SSIM >= 0.5
+    # 200 DLG iterations recover the undefended photo (below 1e-4 at iteration 117-119; the image
+    # then sharpens: SSIM 0.89 at 130); 16-level quantization leaves noise
     assert ssim["none"] > 0.9 and ssim["uniform:16"] < 0.5, run.stdout
-    assert "3 attacks, batched" in run.stdout
+    assert recovered == {"none": ("True", "True"), "uniform:16": ("False", "False")}, run.stdout
+    assert "2 attacks, batched" in run.stdout
     figure = tmp_path / "demo.png"
     assert figure.stat().st_size > 10_000 and figure.read_bytes()[:4] == b"\x89PNG"
     assert f"figure: {figure}" in run.stdout

@@ -12,7 +12,8 @@ import pandas as pd
 import pytest
 import torch
 
-from dlg_utils.experiments import AttackTrial, Execution, attack_sweep, load_rows, sweep
+from dlg_utils.experiments import AttackTrial, Execution, attack_sweep, sweep
+from dlg_utils.storage import load_rows
 from dlg_utils.models import get_model
 
 ray = pytest.importorskip("ray")

@@ -1,5 +1,6 @@
 """Typed trials, keys that cover every setting, storage that resumes, and old files refused."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -7,8 +8,9 @@ import pytest
 import torch
 
 import dlg_utils.experiments as ex
-from dlg_utils.experiments import (AttackTrial, DatasetTargets, Execution, OldFormatError, RowOptions, attack_keys,
-                                   attack_sweep, expand_histories, load_rows, sweep)
+from dlg_utils.experiments import (AttackTrial, DatasetTargets, Execution, RowOptions, attack_keys, attack_sweep,
+                                   expand_histories, sweep)
+from dlg_utils.storage import OldFormatError, load_rows
 from dlg_utils.models import get_model
 
 QUIET = Execution(progress=False)
@@ -146,7 +148,7 @@ def test_migration_keys_plain_sweep_rows_by_their_trial(tmp_path):
     """A plain sweep's old row (keyed by its trial dict) gets exactly the key a new sweep of the
     same trial looks for, so the migrated file resumes."""
     import importlib.util
-    spec = importlib.util.spec_from_file_location("migrate", ex.Path(__file__).parents[1] / "scripts" / "migrate_results.py")
+    spec = importlib.util.spec_from_file_location("migrate", Path(__file__).parents[1] / "scripts" / "migrate_results.py")
     migrate = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(migrate)
     trial = {"model": "lenet", "defense": "none", "seed": 0, "epochs": 8, "subset": None, "config": {"a": (1, 2)}}

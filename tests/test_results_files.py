@@ -9,7 +9,8 @@ import torch
 from dlg_utils import frontier as fr
 from dlg_utils.config import RESULTS_DIR
 from dlg_utils.data import load_dataset
-from dlg_utils.experiments import DatasetTargets, RowStore, attack_keys, canonical, config_key
+from dlg_utils.experiments import DatasetTargets, attack_keys
+from dlg_utils.storage import RowStore, canonical, config_key
 
 FILES = sorted(RESULTS_DIR.glob("*.jsonl"))
 

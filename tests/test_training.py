@@ -183,7 +183,7 @@ def test_trace_records_every_step_and_the_epoch_ends(fashion):
 
 def test_defense_training_stores_each_run_and_knows_when_complete(fashion, tmp_path):
     from dlg_utils.data import to_tensors
-    from dlg_utils.experiments import load_rows
+    from dlg_utils.storage import load_rows
     from dlg_utils.training_study import TrainingSetting, complete_runs, defense_training
     setting = TrainingSetting(train_size=128, test_size=64, epochs=1)
     data = (to_tensors(Subset(fashion[0], range(128))), to_tensors(Subset(fashion[1], range(64))))
