@@ -2,7 +2,7 @@
 we have, with the accuracy it costs and the bits it sends, on the same model.
 
 Privacy: each trial (model, defense, image, dummy seed) is attacked by every attack
-(:data:`~dlg_utils.engine.ATTACKS` and the defense-aware ``"adaptive"``); the trial's leakage is
+(:data:`~dlg_utils.attacks.ATTACKS` and the defense-aware ``"adaptive"``); the trial's leakage is
 that of its best attack (highest SSIM). Utility: the same architecture trained under the same
 defense on the full training set, several seeds. Cost: the bits of the message per parameter.
 """

@@ -78,7 +78,7 @@ winner = pilot_table.groupby(level="model").idxmax().map(lambda t: t[1])
 display(Markdown(
     "Median SSIM over the pilot's images; the best candidate per defense: "
     + "; ".join(f"**{m}**: " + ", ".join(f"{d} → {winner.loc[m, d]}" for d in winner.columns) for m in winner.index)
-    + ". `engine.ADAPTIVE` uses **box-ig** against quantizers (uniform, stochastic, half, mixed int8/int16) and "
+    + ". `attacks.ADAPTIVE` uses **box-ig** against quantizers (uniform, stochastic, half, mixed int8/int16) and "
     "**bpda-ig** against sparsification; against noise and no defense it is IG itself (nothing to undo). Against "
     "mixed int8/int16, whose grid is fine, plain IG does as well as any candidate; each trial of the frontier "
     "counts its best attack, so IG's result stands there."))

@@ -36,9 +36,9 @@ def test_tiny_full_scale_in_slices(tmp_path, capsys):
     assert "all done" in capsys.readouterr().out
     scale = full_scale.tiny()
     lenet, resnets = scale.seed002.trials(32)
+    lenet_path, resnet_path = scale.seed002.paths(out)  # one file per model family: the keys hold the settings
     expected = {"fig4.jsonl": 2, "benchmark.jsonl": 3, "frontier_utility.jsonl": 2,
-                f"success_lenet_samples_{scale.seed002.iterations}.jsonl": len(lenet),
-                f"success_resnet_samples_{scale.seed002.resnet_iterations}.jsonl": len(resnets)}
+                lenet_path.name: len(lenet), resnet_path.name: len(resnets)}
     assert counts(out) == expected
     fig4 = rows(out / "fig4.jsonl")
     assert {(r["defense"], r["seed"]) for r in fig4} == {("none", 0), ("uniform:16", 0)}
