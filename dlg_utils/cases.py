@@ -40,3 +40,18 @@ def target_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
     """The gradient a client shares: d CE(model(x), y) / d parameters, one tensor per parameter
     (x a batch N x C x H x W in [0, 1], y N integer labels), after ``defense`` (drawn once)."""
     return shared_gradient(model, x, y, defense, generator).grads
+
+
+def mean_gradient_norm(model: nn.Module, dataset, images) -> float:
+    """The mean L2 norm (all parameters together) of the undefended single-image gradient that
+    ``model`` shares for each of ``images`` (indices into ``dataset``): how much signal an
+    attacker has to match at that point of training."""
+    images = list(images)
+    if not images:
+        raise ValueError("no images")
+    norms = []
+    for i in images:
+        x, y = dataset[i]
+        grads = target_gradients(model, x[None], torch.tensor([y]))
+        norms.append(float(torch.cat([g.flatten() for g in grads]).norm()))
+    return sum(norms) / len(norms)
