@@ -32,3 +32,18 @@ def shared_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor, defense:
     if keep_source:
         shared.source = grads
     return shared
+
+
+def mean_gradient_norm(model: nn.Module, dataset, images) -> float:
+    """The mean L2 norm (all parameters together) of the undefended single-image gradient that
+    ``model`` shares for each of ``images`` (indices into ``dataset``): how much signal an
+    attacker has to match at that point of training."""
+    images = list(images)
+    if not images:
+        raise ValueError("no images")
+    norms = []
+    for i in images:
+        x, y = dataset[i]
+        grads = shared_gradient(model, x[None], torch.tensor([y])).grads
+        norms.append(float(torch.cat([g.flatten() for g in grads]).norm()))
+    return sum(norms) / len(norms)

@@ -15,12 +15,13 @@ from dataclasses import replace
 from typing import Sequence
 
 import numpy as np
+import pandas as pd
 import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
 from flwr.common import serde
 
 from .defenses import LayerPrecision, MixedPrecision, defense_from_spec
-from .quantization import DTYPES, dequantize, quantize
+from .quantization import DTYPES, MODES, dequantize, quantize
 
 ARRAYS, UPDATE, RANGES = "arrays", "update", "ranges"  # message keys: float32 weights, integers, ranges
 
@@ -109,3 +110,52 @@ def upload_bytes(update: dict[str, np.ndarray], policy: Policy) -> int:
         return payload_bytes(RecordDict({ARRAYS: to_record(update)}))
     q, ranges = encode_update(update, policy)
     return payload_bytes(RecordDict({UPDATE: q, RANGES: ranges}))
+
+
+def raw_bytes(update: dict[str, np.ndarray], policy: Policy) -> int:
+    """Bytes of ``update``'s numbers alone, without ranges or framing: 4 per parameter in float32
+    (``policy`` None), else each tensor's integer width under ``policy``."""
+    policy = as_policy(policy)
+    if policy is None:
+        return 4 * sum(int(np.size(u)) for u in update.values())
+    return sum(int(np.size(u)) * DTYPES[p.dtype][3] // 8 for u, p in zip(update.values(), policy.layers(len(update))))
+
+
+# --- the attacker's search space (seed 001's m^L argument; notebook 8) -----------------------------
+
+def decoding_errors(update: dict[str, np.ndarray], policy: Policy = "mixed") -> pd.DataFrame:
+    """``update`` encoded with ``policy``, then decoded by an attacker who reads the ranges in
+    the message and guesses one mode for every tensor: one row per tensor with its dtype, its
+    mode, the ratio of its range's ends (``range min / max``) and, per mode of
+    :data:`~dlg_utils.quantization.MODES`, the relative L2 error of that decoding
+    (``error decoded as MODE``: |decoded - update| / |update|)."""
+    policy = as_policy(policy)
+    if policy is None:
+        raise ValueError("decoding_errors needs a precision policy, not None (no quantization)")
+    q, ranges = encode_update(update, policy)
+    decoded = {m: decode_update(q, ranges, policy, modes=[m] * len(update)) for m in MODES}
+    rows = []
+    for (name, u), p in zip(update.items(), policy.layers(len(update))):
+        lo, hi = ranges[name]
+        norm = float(np.linalg.norm(u))
+        rows.append({"tensor": name, "dtype": p.dtype, "mode": p.mode, "range min / max": lo / hi if hi else float("nan"),
+                     **{f"error decoded as {m}": float(np.linalg.norm(decoded[m][name] - u)) / norm if norm else float("nan")
+                        for m in MODES}})
+    return pd.DataFrame(rows)
+
+
+def min_combined_worst_case(update: dict[str, np.ndarray], seeds: Sequence[int] = range(50)) -> float:
+    """How far decoding every tensor as MIN_COMBINED (an attacker who knows the ranges but not
+    the modes) lands from the right decoding, at worst over the random policies
+    ``mixed:random:SEED`` for ``seeds`` and over the tensors: the largest absolute difference in
+    units of the tensor's range (max - min). Times 255, it is in int8 steps."""
+    worst = 0.0
+    for seed in seeds:
+        policy = as_policy(f"mixed:random:{seed}")
+        q, ranges = encode_update(update, policy)
+        guess = decode_update(q, ranges, policy, modes=["MIN_COMBINED"] * len(update))
+        right = decode_update(q, ranges, policy)
+        for k in update:
+            lo, hi = ranges[k]
+            worst = max(worst, float(np.abs(guess[k] - right[k]).max() / (hi - lo)))
+    return worst

@@ -450,3 +450,39 @@ def describe(spec: str | Defense | None) -> str:
         return "each tensor quantized to int8 or int16 (seed 001)" if d.policy in ("default", "random") else \
             f"each tensor quantized to {d.policy}"
     return d.name
+
+
+# --- what a quantizer does to one tensor (notebook 1) ----------------------------------------------
+
+def level_errors(g: torch.Tensor, levels: Sequence[int], draws: int = 8):
+    """Per number of levels: half a grid step of ``g``'s [min, max], the max and mean absolute
+    error per entry of uniform quantization, the mean one of one stochastic rounding, and the
+    mean one of the average of ``draws`` stochastic roundings (generator seeds 0 to draws - 1).
+    A DataFrame, one row per level count; its last column is named after ``draws``."""
+    import pandas as pd
+    rows = []
+    for n in levels:
+        step = float(g.max() - g.min()) / (n - 1)
+        u = UniformQuantization(n)([g])[0]
+        s = torch.stack([StochasticRounding(n)([g], torch.Generator().manual_seed(i))[0] for i in range(draws)])
+        rows.append({"levels": n, "half step": step / 2, "uniform max |err|": float((u - g).abs().max()),
+                     "uniform mean |err|": float((u - g).abs().mean()),
+                     "stochastic mean |err|": float((s[0] - g).abs().mean()),
+                     f"stochastic, mean of {draws} draws": float((s.mean(0) - g).abs().mean())})
+    return pd.DataFrame(rows)
+
+
+def stochastic_average_error(g: torch.Tensor, levels: int, draws: int, at: Sequence[int] = (1, 4, 16, 64, 256, 1024),
+                             seed: int = 0):
+    """Stochastic rounding is unbiased: the mean absolute error per entry of the running average
+    of ``draws`` independent stochastic roundings of ``g`` (one generator seeded ``seed``), after
+    each count of ``at`` (and after all ``draws``). A DataFrame with columns ``draws`` and
+    ``mean |avg - g|``."""
+    import pandas as pd
+    gen, acc, rows = torch.Generator().manual_seed(seed), torch.zeros_like(g), []
+    marks = set(at) | {draws}
+    for i in range(1, draws + 1):
+        acc += StochasticRounding(levels)([g], gen)[0]
+        if i in marks:
+            rows.append({"draws": i, "mean |avg - g|": float((acc / i - g).abs().mean())})
+    return pd.DataFrame(rows)

@@ -467,3 +467,13 @@ def run_federated(method: str, cfg: FLConfig = FLConfig(), *, num_cpus: int | No
     history = history.join(metrics.drop(columns=["num-examples"], errors="ignore"), on="round")
     history["method"] = method
     return history, traffic
+
+
+def table1_run(trial: dict, cfg: FLConfig) -> dict:
+    """One stored run of Table 1 (:func:`~dlg_utils.experiments.sweep`'s ``run``): method
+    ``trial["method"]`` on data set ``trial["dataset"]`` with ``cfg`` otherwise, through
+    :func:`run_federated`. Returns ``history`` (one record per round, without the method
+    column: the trial names it) and ``wall_seconds``."""
+    start = time.perf_counter()
+    history, _ = run_federated(trial["method"], replace(cfg, dataset=trial["dataset"]))
+    return {"history": history.drop(columns="method").to_dict("records"), "wall_seconds": time.perf_counter() - start}

@@ -20,7 +20,7 @@ from torch import nn
 
 from .defenses import defense_from_spec
 from .attacks import ATTACKS
-from .experiments import AttackTrial, DatasetTargets, Execution, RowOptions, run_attacks, sweep
+from .experiments import AttackTrial, DatasetTargets, Execution, RowOptions, row_image, run_attacks, sweep
 from .models import get_model, model_options
 from .stats import bootstrap_ci, recovered, t_interval, verdict
 from .training import TrainConfig, train
@@ -235,6 +235,29 @@ def best_of_attacks(rows: pd.DataFrame) -> pd.DataFrame:
     scored = rows.assign(_score=rows["ssim"].fillna(-np.inf))
     best = scored.loc[scored.groupby(keys, sort=False)["_score"].idxmax()].drop(columns="_score")
     return best.rename(columns={"attack": "best_attack"}).reset_index(drop=True)
+
+
+def paper_strength_cells(best: pd.DataFrame, images, setup: Setup, model: str, columns: int = 8
+                         ) -> tuple[dict[str, list[torch.Tensor]], list[torch.Tensor], dict[str, list[str]]]:
+    """What the grid of best reconstructions at each paper's strength shows for ``model``: the
+    trials (:func:`best_of_attacks`) of the first of ``setup.image_seeds``, for every defense of
+    :data:`PAPER_STRENGTH` that ``best`` holds, on the first ``columns`` of ``setup.images``.
+    Returns (defense -> the stored reconstructions, the true images of ``images`` (a data set),
+    defense -> captions "ATTACK SSIM"), the arguments of
+    :func:`~dlg_utils.plotting.best_reconstructions`."""
+    seed = setup.image_seeds[0]
+    mine = best[(best["model"] == model) & (best["seed"] == seed)]
+    shown = [d for d in PAPER_STRENGTH if d in set(mine["defense"])]
+    cols = [int(i) for i in list(setup.images)[:columns]]
+    have = {d: set(mine.loc[mine["defense"] == d, "image"]) for d in shown}
+    missing = {d: [i for i in cols if i not in have[d]] for d in shown}
+    missing = {d: m for d, m in missing.items() if m}
+    if missing:
+        raise ValueError(f"no {model} trial of dummy seed {seed} for " + "; ".join(f"{d}: images {m}" for d, m in missing.items()))
+    pick = {d: mine[mine["defense"] == d].set_index("image").loc[cols] for d in shown}
+    recon = {d: [row_image(r) for _, r in pick[d].iterrows()] for d in shown}
+    caps = {d: [f"{r['best_attack']} {r['ssim']:.2f}" for _, r in pick[d].iterrows()] for d in shown}
+    return recon, [images[i][0] for i in cols], caps
 
 
 def _per_image(values: pd.Series, images: pd.Series) -> np.ndarray:

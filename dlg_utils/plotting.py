@@ -168,6 +168,14 @@ def best_reconstructions(images: dict[str, list[torch.Tensor]], truths: list[tor
 
 # --- seed 001's leakage study (notebook 8) --------------------------------------------------------
 
+def fl_method_label(method: str, curve: pd.DataFrame, delta: float) -> str:
+    """A legend entry for a federated method's accuracy curve (:func:`~dlg_utils.federated.run_federated`'s
+    rows): the method, and for DP-SGD the epsilon its last round reports (``epsilon-max``) at ``delta``."""
+    if method == "dp" and "epsilon-max" in curve and curve["epsilon-max"].notna().any():
+        return f"dp (epsilon {curve['epsilon-max'].dropna().iloc[-1]:.2f} spent, delta {delta:g})"
+    return method
+
+
 def leak_grid(rows: pd.DataFrame, truth: torch.Tensor, title: str, path: str | Path, label: str = "attack",
               caption: str | None = None) -> None:
     """One row per sweep row (:func:`~dlg_utils.fl_leakage.leakage_sweep`): its stored

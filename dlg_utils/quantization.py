@@ -142,3 +142,19 @@ def quantize_dequantize(x: torch.Tensor, dtype: str = "qint8", mode: str = "SCAL
     q, out_min, out_max = quantize(x, x.min(), x.max(), dtype=dtype, mode=mode, **kwargs)
     return dequantize(q, out_min, out_max, dtype=dtype, mode=dequantize_mode or mode,
                       narrow_range=kwargs.get("narrow_range", False)).reshape(x.shape)
+
+
+def mode_errors(grads, dtypes=("qint8", "qint16")):
+    """The relative error of quantizing every tensor of ``grads`` over its own range with one
+    mode and dequantizing it with another (seed 001 Fig. 4's mismatch): sum over tensors of
+    |out - g| divided by the sum of |g|. A DataFrame indexed by (dtype, quantize mode), one
+    column per dequantize mode."""
+    import pandas as pd
+    rows = []
+    for dtype in dtypes:
+        for mode in MODES:
+            for deq in MODES:
+                out = [quantize_dequantize(t, dtype, mode, deq) for t in grads]
+                rel = sum(float((o - t).norm()) for o, t in zip(out, grads)) / sum(float(t.norm()) for t in grads)
+                rows.append({"dtype": dtype, "quantize": mode, "dequantize": deq, "relative error": rel})
+    return pd.DataFrame(rows).pivot_table(index=["dtype", "quantize"], columns="dequantize", values="relative error")

@@ -92,6 +92,22 @@ def label_survival(models: dict[str, nn.Module], data: Dataset, images: Iterable
     return pd.DataFrame(rows)
 
 
+def dlg_and_idlg(models: dict[str, tuple[nn.Module, int, int]], x: torch.Tensor, y: int, seed: int,
+                 num_classes: int, device: str | torch.device = "cpu") -> dict:
+    """Seed 002's Fig. 1 and 2: on each model (name -> (model, iterations, evaluations per L-BFGS
+    step)), DLG (label learned) and iDLG (the true label given) on image ``x`` of label ``y``,
+    both from dummy seed ``seed``. Returns ``"NAME DLG"`` / ``"NAME iDLG"`` ->
+    :class:`~dlg_utils.engine.AttackResult`, in the order of ``models``."""
+    from .attack import dlg_batch
+    runs = {}
+    for name, (model, iterations, evals) in models.items():
+        g = target_gradients(model, x[None].to(device), torch.tensor([y], device=device))
+        runs[f"{name} DLG"], runs[f"{name} iDLG"] = dlg_batch(
+            model, [g, g], image_shape=x[None].shape, num_classes=num_classes, iterations=iterations, labels=[None, y],
+            seeds=seed, ground_truths=x[None].to(device), max_iter=evals)
+    return runs
+
+
 @dataclass(frozen=True)
 class SuccessStudy:
     """Seed 002's success-rate study: DLG and iDLG on DLG's LeNet (uniform init) and

@@ -63,6 +63,29 @@ def run_trace(data: tuple[Tensors, Tensors], train_size: int, normalize: tuple[f
     return {"steps": df.to_dict("records")}
 
 
+def trace_summary(steps: pd.DataFrame, warmup: int = 0) -> pd.DataFrame:
+    """What notebook 4 reads from traces (:func:`trace` rows with a ``trace`` column naming the
+    setting), one row per trace in order of appearance: ``end loss`` (the largest loss of an
+    epoch's last step) and ``worst end epoch`` (the epoch it ends, from 1), ``median loss`` (of
+    the other steps after ``warmup``), ``end drop`` (the largest fall of running-statistics test
+    accuracy from the evaluation before an epoch's end to the one at it), ``weight norm jump``
+    (the largest change of the weight norm between consecutive evaluations) and ``bn gap`` (the
+    median of batch-statistics minus running-statistics accuracy after ``warmup``)."""
+    out = {}
+    for name, d in steps.groupby("trace", sort=False):
+        ends = d[d["epoch_end"]]
+        acc = d.dropna(subset=["accuracy_running_bn"]).set_index("step")["accuracy_running_bn"]
+        falls = [acc.loc[:s].iloc[-2] - acc.loc[s] for s in ends["step"] if len(acc.loc[:s]) > 1]
+        late = d[d["step"] > warmup].dropna(subset=["accuracy_running_bn"])
+        out[name] = {"end loss": ends["loss"].max(),
+                     "worst end epoch": 1 + int(ends["loss"].reset_index(drop=True).idxmax()) if len(ends) else None,
+                     "median loss": d[~d["epoch_end"] & (d["step"] > warmup)]["loss"].median(),
+                     "end drop": max(falls, default=float("nan")),
+                     "weight norm jump": d["weight_norm"].dropna().diff().abs().max(),
+                     "bn gap": (late["accuracy_batch_bn"] - late["accuracy_running_bn"]).median()}
+    return pd.DataFrame.from_dict(out, orient="index")
+
+
 @dataclass(frozen=True)
 class TrainingSetting:
     """A setting of seed 000's training study (Fig. 4, Table I's accuracy): ResNet-18 trained

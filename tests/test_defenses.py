@@ -158,3 +158,24 @@ def test_constant_tensor_is_defined():
     for d in (UniformQuantization(16), StochasticRounding(16), MixedPrecision()):
         out = d([c], gen())[0]
         assert torch.isfinite(out).all() and torch.allclose(out, c, atol=1e-3)
+
+
+def test_level_errors_shrink_with_levels_and_stay_within_half_a_step():
+    from dlg_utils.defenses import level_errors
+    g = torch.randn(500, generator=gen(3))
+    err = level_errors(g, [4, 16, 64], draws=8)
+    assert err["levels"].tolist() == [4, 16, 64] and "stochastic, mean of 8 draws" in err
+    assert (err["uniform max |err|"] <= err["half step"] * (1 + 1e-5)).all()
+    for col in ("uniform mean |err|", "stochastic mean |err|", "stochastic, mean of 8 draws"):
+        assert err[col].is_monotonic_decreasing, col
+    assert (err["stochastic, mean of 8 draws"] < err["stochastic mean |err|"]).all()  # averaging draws helps
+
+
+def test_stochastic_average_error_falls_below_the_uniform_bias():
+    from dlg_utils.defenses import stochastic_average_error
+    g = torch.randn(2000, generator=gen(4))
+    curve = stochastic_average_error(g, 16, 300, at=(1, 4, 16, 64, 256, 1024), seed=1)
+    assert curve["draws"].tolist() == [1, 4, 16, 64, 256, 300]  # 1024 is never reached; the last draw is kept
+    err = curve["mean |avg - g|"]
+    assert err.iloc[-1] < err.iloc[0] / 8  # about 1 / sqrt(300) of one draw's
+    assert err.iloc[-1] < float((UniformQuantization(16)([g])[0] - g).abs().mean()) / 4

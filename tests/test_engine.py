@@ -325,3 +325,12 @@ def test_redraw_defense_equals_seed000_closure(double_lenet):
     with pytest.raises(ValueError, match="keep_source"):
         dlg_batch(model, [shared_gradient(model, xs[0], ys[0], "stochastic:16")], image_shape=xs[0].shape,
                   num_classes=100, iterations=1, progress=False, redraw_defense=True)
+
+
+def test_mean_gradient_norm_is_the_mean_over_images(lenet, samples):
+    from dlg_utils.cases import mean_gradient_norm, target_gradients
+    norms = [float(torch.cat([g.flatten() for g in target_gradients(lenet, samples[i][0][None], torch.tensor([samples[i][1]]))]).norm()) for i in (0, 3)]
+    assert mean_gradient_norm(lenet, samples, [0, 3]) == pytest.approx(sum(norms) / 2)
+    assert mean_gradient_norm(lenet, samples, range(1)) == pytest.approx(norms[0])
+    with pytest.raises(ValueError, match="no images"):
+        mean_gradient_norm(lenet, samples, [])

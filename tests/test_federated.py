@@ -272,3 +272,58 @@ def test_the_global_model_is_built_by_name_with_the_weights_of_lenet5():
     torch.manual_seed(cfg.seed)
     old = LeNet5(1, 10, 28).state_dict()
     assert all(torch.equal(built[k], old[k]) for k in old)
+
+
+def test_decoding_errors_per_tensor_and_mode():
+    """Every tensor decodes within about a step with its own mode; a MIN_* tensor whose range
+    is one-sided (here every update entry is positive) decodes badly as SCALED."""
+    from dlg_utils.codec import decoding_errors
+    update = {k: np.abs(v) + 1e-3 for k, v in lenet5_update(3e-3).items()}
+    policy = as_policy("mixed")
+    table = decoding_errors(update, policy)
+    assert table["tensor"].tolist() == list(update) and len(table) == len(update)
+    assert table["mode"].tolist() == [p.mode for p in policy.layers(len(update))]
+    own = np.array([r[f"error decoded as {r['mode']}"] for _, r in table.iterrows()])
+    assert (own < 0.02).all()
+    min_modes = table[table["mode"] != "SCALED"]
+    assert len(min_modes) and (min_modes["error decoded as SCALED"] > 0.1).all()
+    assert (min_modes["range min / max"] >= 0).all()  # a one-sided update: a MIN_* range stays one-sided
+    assert table[table["mode"] == "SCALED"]["range min / max"].between(-1.01, -0.99).all()  # symmetric (within a step)
+    with pytest.raises(ValueError, match="precision policy"):
+        decoding_errors(update, None)
+
+
+def test_min_combined_worst_case_is_within_an_int8_step():
+    from dlg_utils.codec import min_combined_worst_case
+    update = lenet5_update(3e-3)
+    worst = min_combined_worst_case(update, seeds=range(5))
+    assert 0 <= worst <= 1 / 255
+    assert min_combined_worst_case(update, seeds=[]) == 0.0
+    assert min_combined_worst_case(update, seeds=range(3)) <= worst  # a maximum over more policies
+
+
+def test_raw_bytes_count_each_tensors_integer_width():
+    from dlg_utils.codec import raw_bytes
+    update = lenet5_update()
+    params = sum(v.size for v in update.values())
+    assert raw_bytes(update, None) == 4 * params and raw_bytes(update, "int16") == 2 * params
+    assert raw_bytes(update, "int8") == params
+    layers = as_policy("mixed").layers(len(update))
+    wide = sum(v.size for v, p in zip(update.values(), layers) if p.dtype == "qint16")
+    assert 0 < wide < params and raw_bytes(update, "mixed") == params + wide
+
+
+def test_table1_run_stores_the_history_without_the_method(monkeypatch):
+    import pandas as pd
+    from dlg_utils import federated
+    seen = {}
+
+    def fake(method, cfg):
+        seen.update(method=method, dataset=cfg.dataset, rounds=cfg.rounds)
+        return pd.DataFrame({"round": [0, 1], "test_accuracy": [0.1, 0.5], "method": method}), pd.DataFrame()
+
+    monkeypatch.setattr(federated, "run_federated", fake)
+    row = federated.table1_run({"dataset": "mnist", "method": "int8"}, FLConfig(rounds=1))
+    assert seen == {"method": "int8", "dataset": "mnist", "rounds": 1}
+    assert row["history"] == [{"round": 0, "test_accuracy": 0.1}, {"round": 1, "test_accuracy": 0.5}]
+    assert row["wall_seconds"] >= 0

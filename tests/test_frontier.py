@@ -148,3 +148,30 @@ def test_claims_table_reads_each_claim_against_its_intervals():
     both = fr.Claim("x", "mixed", "protects for free", True, False)
     assert fr.claims_table(claims_frontier(), [both]).iloc[0]["verdict"] == "fails on privacy and accuracy"
     assert fr.claims_table(claims_frontier(), [fr.Claim("x", "none", "", True, True)]).empty  # not in the table
+
+
+def test_paper_strength_cells_pick_the_first_image_seed_and_the_papers_defenses():
+    """The grid's cells: the stored images of the first image seed, the defenses of
+    PAPER_STRENGTH in that order (others left out), captioned by the best attack and its SSIM."""
+    import base64
+    import torch
+    from dlg_utils.experiments import row_image
+    setup = fr.Setup(images=(3, 1, 2), image_seeds=(1,))
+    rows = []
+    for d in ("sparsity:0.2", "uniform:8", "none"):  # uniform:8 is not a paper's strength
+        for i in (1, 2, 3):
+            for s in (0, 1):
+                pixels = np.full((1, 2, 2), 10 * i + s, dtype=np.uint8)
+                rows.append({"model": "m", "defense": d, "image": i, "seed": s, "best_attack": "ig",
+                             "ssim": i / 10 + s / 100, "image_shape": [1, 2, 2],
+                             "image_u8": base64.b64encode(pixels.tobytes()).decode("ascii")})
+    best = pd.DataFrame(rows)
+    images = [(torch.full((1, 2, 2), float(k)), 0) for k in range(4)]
+    recon, truths, caps = fr.paper_strength_cells(best, images, setup, "m", columns=2)
+    assert list(recon) == ["none", "sparsity:0.2"] == list(caps)  # PAPER_STRENGTH's order
+    assert [float(t[0, 0, 0]) for t in truths] == [3.0, 1.0]  # the first 2 images of the setup
+    assert [round(float(r[0, 0, 0]) * 255) for r in recon["none"]] == [31, 11]  # seed 1's images
+    assert caps["none"] == ["ig 0.31", "ig 0.11"]
+    assert torch.equal(recon["sparsity:0.2"][0], row_image(best.iloc[5]))  # sparsity:0.2, image 3, seed 1
+    with pytest.raises(ValueError, match="images \\[3\\]"):
+        fr.paper_strength_cells(best[best["image"] != 3], images, setup, "m")

@@ -108,3 +108,11 @@ def test_leak_grid_reads_snapshots_with_int_or_json_keys(tmp_path):
     assert leak_grid(rows, torch.rand(1, 8, 8), "t", tmp_path / "l.png") is None
     assert (tmp_path / "l.png").stat().st_size > 1000
 
+
+
+def test_fl_method_label_names_dp_with_its_epsilon():
+    from dlg_utils.plotting import fl_method_label
+    curve = pd.DataFrame({"round": [0, 1, 2], "epsilon-max": [None, 0.5, 0.987]})
+    assert fl_method_label("dp", curve, 1e-5) == "dp (epsilon 0.99 spent, delta 1e-05)"
+    assert fl_method_label("mixed", curve, 1e-5) == "mixed"
+    assert fl_method_label("dp", curve.drop(columns="epsilon-max"), 1e-5) == "dp"

@@ -129,3 +129,20 @@ def test_bad_input_raises():
         quantize(x, 0, 1, "qint4")
     with pytest.raises(ValueError, match="mode"):
         dequantize(torch.tensor([1]), 0, 1, "qint8", "MAX")
+
+
+def test_mode_errors_table():
+    """Right mode: a fraction of a step; SCALED tensors decode the same under every mode; a
+    MIN_* tensor of a one-sided gradient read as SCALED goes wrong."""
+    from dlg_utils.quantization import mode_errors
+    g = torch.Generator().manual_seed(0)
+    grads = [torch.rand(50, generator=g) * 0.5 + 0.1, torch.randn(30, generator=g)]
+    table = mode_errors(grads)
+    assert list(table.index) == sorted((d, m) for d in ("qint8", "qint16") for m in MODES)
+    assert list(table.columns) == sorted(MODES)
+    for d in ("qint8", "qint16"):
+        for m in MODES:
+            assert table.loc[(d, m), m] < (0.01 if d == "qint8" else 1e-4)
+    scaled = table.xs("SCALED", level="quantize")
+    assert np.allclose(scaled.to_numpy(), scaled[["SCALED"]].to_numpy(), atol=1e-6)
+    assert table.loc[("qint8", "MIN_COMBINED"), "SCALED"] > 0.1

@@ -1,5 +1,6 @@
 import pandas as pd
 import pytest
+import torch
 
 from dlg_utils.success import label_survival, succeeded, success_table, threshold_sensitivity
 
@@ -84,3 +85,19 @@ def test_success_study_models_are_the_seeded_classes():
     for name, model in models.items():
         a, b = model.state_dict(), old[name].state_dict()
         assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_dlg_and_idlg_run_both_attacks_on_each_model_from_one_seed(lenet, samples):
+    from dlg_utils.attack import dlg_batch
+    from dlg_utils.cases import target_gradients
+    from dlg_utils.success import dlg_and_idlg
+    x, y = samples[0]
+    runs = dlg_and_idlg({"LeNet": (lenet, 3, 5)}, x, y, seed=2, num_classes=100)
+    assert list(runs) == ["LeNet DLG", "LeNet iDLG"]
+    assert int(runs["LeNet iDLG"].label[0]) == y  # iDLG: the true label, given
+    assert [r.seed for r in runs.values()] == [2, 2] and len(runs["LeNet DLG"].history) == 4  # iterations 0-3
+    g = target_gradients(lenet, x[None], torch.tensor([y]))
+    by_hand = dlg_batch(lenet, [g, g], image_shape=x[None].shape, num_classes=100, iterations=3, labels=[None, y],
+                        seeds=2, ground_truths=x[None], max_iter=5)
+    for got, want in zip(runs.values(), by_hand):
+        assert torch.equal(got.image, want.image) and got.final["grad_distance"] == want.final["grad_distance"]

@@ -210,3 +210,24 @@ def test_run_trace_is_notebook_4s_trace(fashion):
                     tuple(t[:32] for t in data[1]), TrainConfig(epochs=1, normalize=(0.5, 0.5), progress=False), every=1)
     assert list(got) == ["steps"] and len(got["steps"]) == 2 and got["steps"][-1]["last_batch"] == 2
     assert pd.DataFrame(got["steps"]).equals(by_hand)
+
+
+def test_trace_summary_reads_each_trace():
+    from dlg_utils.training_study import trace_summary
+    nan = float("nan")
+    steps = pd.DataFrame({
+        "trace": ["a"] * 6 + ["b"] * 4,
+        "step": [1, 2, 3, 4, 5, 6, 1, 2, 3, 4],
+        "epoch_end": [False, False, True, False, False, True, False, True, False, True],
+        "loss": [2.0, 1.0, 5.0, 1.0, 3.0, 4.0, 1.0, 0.5, 0.4, 0.3],
+        "accuracy_running_bn": [nan, 0.5, 0.2, nan, 0.6, 0.55, 0.3, 0.4, nan, 0.5],
+        "accuracy_batch_bn": [nan, 0.6, 0.4, nan, 0.6, 0.6, 0.3, 0.5, nan, 0.6],
+        "weight_norm": [nan, 10.0, 13.0, nan, 12.0, 12.5, 5.0, 5.5, nan, 5.6]})
+    s = trace_summary(steps, warmup=1)
+    assert list(s.index) == ["a", "b"]
+    assert s.loc["a", "end loss"] == 5.0 and s.loc["a", "worst end epoch"] == 1
+    assert s.loc["a", "median loss"] == 1.0  # steps 2, 4, 5 (not epoch ends, after the warm-up)
+    assert s.loc["a", "end drop"] == pytest.approx(0.3)  # 0.5 -> 0.2 at step 3, 0.6 -> 0.55 at step 6
+    assert s.loc["a", "weight norm jump"] == 3.0
+    assert s.loc["a", "bn gap"] == pytest.approx(0.075)  # median of (0.1, 0.2, 0, 0.05)
+    assert s.loc["b", "end drop"] == pytest.approx(-0.1) and s.loc["b", "worst end epoch"] == 1
