@@ -31,8 +31,8 @@ from dlg_utils.attack import target_gradients
 from dlg_utils.data import load_dataset
 from dlg_utils.models import get_model
 from dlg_utils.defenses import (UniformQuantization, StochasticRounding, Sparsification,
-                                MixedPrecision, defense_from_spec)
-from dlg_utils.quantization import quantize, dequantize, quantize_dequantize, DTYPES, MODES
+                                MixedPrecision, level_errors, stochastic_average_error)
+from dlg_utils.quantization import quantize, quantize_dequantize, mode_errors, MODES
 from dlg_utils.plotting import save_figure
 
 IMAGE, MODEL_SEED = 0, 0
@@ -88,16 +88,7 @@ save_figure(fig, "quantization_histograms.png");
 # %%
 levels = [4, 8, 16, 32, 64, 120, 240, 1024]
 draws = 8 if QUICK else 64
-rows = []
-for L in levels:
-    step = float(g.max() - g.min()) / (L - 1)
-    u = UniformQuantization(L)([g])[0]
-    s = torch.stack([StochasticRounding(L)([g], torch.Generator().manual_seed(i))[0] for i in range(draws)])
-    rows.append({"levels": L, "half step": step / 2, "uniform max |err|": float((u - g).abs().max()),
-                 "uniform mean |err|": float((u - g).abs().mean()),
-                 "stochastic mean |err|": float((s[0] - g).abs().mean()),
-                 f"stochastic, mean of {draws} draws": float((s.mean(0) - g).abs().mean())})
-err = pd.DataFrame(rows)
+err = level_errors(g, levels, draws)
 fig, ax = plt.subplots(figsize=(6, 3.6))
 for col in err.columns[1:]:
     ax.loglog(err["levels"], err[col], marker="o", label=col)
@@ -107,15 +98,21 @@ save_figure(fig, "quantization_error_vs_levels.png")
 err.round(8)
 
 # %%
+# the claims of the text above, checked on the numbers just computed
+assert (err["uniform max |err|"] <= err["half step"] * (1 + 1e-5)).all(), \
+    f"uniform quantization is off by more than half a step: {err[['levels', 'uniform max |err|', 'half step']]}"
+for col in ("uniform mean |err|", "stochastic mean |err|", f"stochastic, mean of {draws} draws"):
+    assert err[col].is_monotonic_decreasing, f"{col} does not fall with more levels: {err[col].tolist()}"
+shrink = err["uniform mean |err|"].iloc[0] / err["uniform mean |err|"].iloc[-1]
+assert shrink > 0.5 * levels[-1] / levels[0], \
+    f"the error does not shrink as 1/levels: {levels[0]} -> {levels[-1]} levels divides it by only {shrink:.0f}"
+assert (err[f"stochastic, mean of {draws} draws"] < err["stochastic mean |err|"]).all(), \
+    "averaging stochastic roundings does not reduce the error"
+
+# %%
 n = 2000 if not QUICK else 200
 L = 16
-gen = torch.Generator().manual_seed(1)
-acc, curve = torch.zeros_like(g), []
-for i in range(1, n + 1):
-    acc += StochasticRounding(L)([g], gen)[0]
-    if i in (1, 4, 16, 64, 256, 1024, n):
-        curve.append({"draws": i, "mean |avg - g|": float((acc / i - g).abs().mean())})
-curve = pd.DataFrame(curve)
+curve = stochastic_average_error(g, L, n, at=(1, 4, 16, 64, 256, 1024), seed=1)
 uniform_bias = float((UniformQuantization(L)([g])[0] - g).abs().mean())
 fig, ax = plt.subplots(figsize=(5, 3.3))
 ax.loglog(curve["draws"], curve["mean |avg - g|"], "o-", label="stochastic:16, running mean")
@@ -126,6 +123,13 @@ ax.set_title(f"Stochastic rounding is unbiased (LeNet {names[layer]}, {n} draws)
 save_figure(fig, "stochastic_rounding_unbiased.png")
 curve
 
+# %%
+one_draw, averaged = curve["mean |avg - g|"].iloc[0], curve["mean |avg - g|"].iloc[-1]
+assert averaged < 2 * one_draw / n ** 0.5, \
+    f"the running mean of {n} draws ({averaged:.2e}) does not follow 1/sqrt(n) from one draw's {one_draw:.2e}"
+assert averaged < uniform_bias / 5, \
+    f"stochastic rounding looks biased: mean of {n} draws {averaged:.2e} vs uniform's bias {uniform_bias:.2e}"
+
 # %% [markdown]
 # ## Seed 001's int8 / int16 TensorFlow modes on the whole gradient
 #
@@ -135,14 +139,7 @@ curve
 # precision (see the relative error of the small bias gradients).
 
 # %%
-rows = []
-for dtype in ("qint8", "qint16"):
-    for mode in MODES:
-        for deq in MODES:
-            out = [quantize_dequantize(t, dtype, mode, deq) for t in grads]
-            rel = sum(float((o - t).norm()) for o, t in zip(out, grads)) / sum(float(t.norm()) for t in grads)
-            rows.append({"dtype": dtype, "quantize": mode, "dequantize": deq, "relative error": rel})
-modes = pd.DataFrame(rows).pivot_table(index=["dtype", "quantize"], columns="dequantize", values="relative error")
+modes = mode_errors(grads, ("qint8", "qint16"))
 modes.round(4)
 
 # %%
@@ -177,3 +174,12 @@ with MIN_COMBINED or MIN_FIRST, because SCALED's adjusted range makes the three 
 the right mode int8 costs {min(int8_right):.1%} to {max(int8_right):.1%} of the gradient's norm and int16
 {max(int16_right):.3%} or less; TF's 0.01 minimum range does not bite here, since these gradients reach
 {min(peaks):.1f} to {max(peaks):.1f}.""")
+
+# %%
+# the mode table's claims, as stated above
+assert min(as_scaled) > 0.3, f"a MIN_* tensor read as SCALED costs only {min(as_scaled):.1%}: not the large error stated"
+assert max(swapped) < 0.02, f"MIN_COMBINED and MIN_FIRST are not interchangeable at int8: {max(swapped):.1%}"
+assert scaled_exact, f"a SCALED tensor does not dequantize alike under every mode: {scaled}"
+assert max(int8_right) < 0.02 and max(int16_right) < 1e-3, \
+    f"the right mode costs more than stated: int8 {max(int8_right):.2%}, int16 {max(int16_right):.4%}"
+assert min(peaks) > 0.01, f"a gradient tensor peaks at {min(peaks):.3g}, inside TF's 0.01 minimum range"

@@ -43,7 +43,7 @@ from dlg_utils.config import RESULTS_DIR, output_path
 from dlg_utils.experiments import sweep, expand_histories
 from dlg_utils.plotting import save_figure
 from dlg_utils.training_study import (FIG4_DEFENSES, TrainingSetting, complete_runs, defense_training, load_tensors,
-                                      run_trace)
+                                      run_trace, trace_summary)
 
 SEEDS = [0, 1] if QUICK else [0, 1, 2]
 FULL = TrainingSetting()  # the original's setting, scripts/full_scale.py runs it on a GPU
@@ -99,20 +99,12 @@ fig.tight_layout()
 save_figure(fig, "fig4_instability_trace.png");
 
 # %%
-ends = steps[steps["epoch_end"]]
-before = steps[~steps["epoch_end"] & (steps["step"] > WARMUP)].groupby("trace", sort=False)["loss"].median()
-end_loss = ends.groupby("trace", sort=False)["loss"].max()
-drop = {}
-for name, d in steps.groupby("trace", sort=False):
-    acc = d.dropna(subset=["accuracy_running_bn"]).set_index("step")["accuracy_running_bn"]
-    drop[name] = max((acc.loc[:s].iloc[-2] - acc.loc[s] for s in ends[ends.trace == name]["step"] if len(acc.loc[:s]) > 1),
-                     default=float("nan"))
-late = steps[steps["step"] > WARMUP].dropna(subset=["accuracy_running_bn"])
-jump = steps.dropna(subset=["weight_norm"]).groupby("trace", sort=False)["weight_norm"].apply(lambda w: w.diff().abs().max())
-gap = (late["accuracy_batch_bn"] - late["accuracy_running_bn"]).groupby(late["trace"], sort=False).median()
+summary = trace_summary(steps, WARMUP)
+end_loss, before, drop = summary["end loss"], summary["median loss"], summary["end drop"]
+jump, gap = summary["weight norm jump"], summary["bn gap"]
 first, second, third = TRACES
 n_first, n_second = TRACES[first][0], TRACES[second][0]
-first_bad = 1 + int(pd.Series([end_loss[third] == l for l in ends[ends.trace == third]["loss"]]).idxmax())
+first_bad = int(summary.loc[third, "worst end epoch"])
 last_batch = n_first % 128
 Markdown(f"""**What the trace shows.** The earlier run's epochs end on a batch of {last_batch} images ({n_first:,} =
 {n_first // 128} x 128 + {last_batch}), the remainder a DataLoader without `drop_last` gives. Its loss there reaches
@@ -129,6 +121,22 @@ fast-growing activations and eval-mode accuracy sits near chance; no evaluation 
 largest change between consecutive evaluations (at most 5 steps apart) is {', '.join(f'{v:.1f}' for v in jump.values)} for the three
 settings: the normalised run's first-epoch blow-up shows there too. With all 60,000 images the last batch holds 96 images, as in the original (CIFAR-10: 80), so
 the full setting keeps the original's partial batch and the CPU setting uses {CPU.train_size:,} images.""")
+
+# %%
+# the trace's claims. Both modes: the earlier setting's epochs end on a partial batch, the 10,240-image
+# ones on a full one (read from the recorded steps). The loss spike, the accuracy falls and the
+# weight-norm jumps need the full trace (3 epochs; quick mode traces a few steps).
+ends = steps[steps["epoch_end"]]
+for name, n_images in [(first, n_first), (second, n_second), (third, n_second)]:
+    got = ends.loc[ends["trace"] == name, "last_batch"]
+    assert len(got) == TRACE_EPOCHS and (got == (n_images % 128 or 128)).all(), \
+        f"{name}: epochs end on batches of {got.tolist()} images, not {n_images % 128 or 128}"
+if not QUICK:
+    assert end_loss[first] > 3 * before[first] and end_loss[second] < 2 * before[second], \
+        f"the partial batch does not spike the loss: {end_loss.round(2).tolist()} vs medians {before.round(2).tolist()}"
+    assert drop[first] > 2 * drop[second], f"accuracy falls as much without the partial batch: {drop.round(3).tolist()}"
+    assert (gap.abs() < 0.1).all(), f"batch and running BatchNorm statistics disagree after the warm-up: {gap.tolist()}"
+    assert jump[third] > max(jump[first], jump[second]), f"the normalised run's weights do not jump most: {jump.tolist()}"
 
 # %% [markdown]
 # ## 2. Fig. 4
@@ -194,3 +202,13 @@ after the first have a test loss 10 times their run's median ({', '.join(f'{r.de
 and the largest fall is {worst['fall']:.3f} ({worst['defense']}, seed {worst['seed']}, epoch {worst['epoch']}): a
 defended run can still lose an epoch at lr 0.1, and the band shows it. Notebook 9 ranks the defenses against the
 strongest attacker (3 seeds, LeNet and LeNet-5, 17 defenses).""")
+
+# %%
+assert final["mean"].between(0, 1).all() and (FULL_SCALE or n_seeds == len(SEEDS)), \
+    f"an accuracy outside [0, 1] or a method with fewer than {len(SEEDS)} seeds: {final}"
+assert all(paired[d].index.equals(base.index) for d in FIG4_DEFENSES), "a defense's seeds do not pair with the undefended ones"
+if not QUICK:
+    assert diff.abs().max() < spread.max(), \
+        f"{largest} separates from the undefended run ({diff[largest]:+.3f}) beyond the seeds' spread ({spread.max():.3f})"
+    assert final["mean"].min() > 0.8, f"a method ends below 80% test accuracy: {final['mean'].round(3).to_dict()}"
+    assert none_fall < 0.1, f"an undefended run falls {none_fall:.3f} below its best after the first epoch"

@@ -47,10 +47,8 @@ from dlg_utils.notebook import start
 QUICK = start()  # DLG_QUICK=1 (or CI) shrinks the run; committed outputs are full runs
 
 # %%
-from dlg_utils.attack import target_gradients
 from dlg_utils.data import load_dataset
-from dlg_utils.attack import dlg_batch
-from dlg_utils.success import SuccessStudy, succeeded, success_table, threshold_sensitivity, label_survival
+from dlg_utils.success import SuccessStudy, dlg_and_idlg, success_table, threshold_sensitivity, label_survival
 from dlg_utils.plotting import reconstruction_grid, save_figure
 from dlg_utils.config import RESULTS_DIR, output_path
 from dlg_utils.stats import IMAGE_THRESHOLD
@@ -119,13 +117,8 @@ first = rows[(rows["model"] == "lenet") & (rows["attack"] == "dlg") & (rows["ima
 ok = first[first["success"]]
 SEED = int(ok["seed"].min()) if len(ok) else 0
 x, y = data[IMAGES[0]]
-runs = {}
-for name, model, its, evals in [("LeNet", lenet, ITERATIONS, 20),
-                                ("ResNet-18", resnets["resnet18"], RESNET_ITERATIONS, RESNET_MAX_ITER)]:
-    g = target_gradients(model, x[None].to(device), torch.tensor([y], device=device))
-    dlg_run, idlg_run = dlg_batch(model, [g, g], image_shape=x[None].shape, num_classes=CLASSES, iterations=its,
-                                  labels=[None, y], seeds=SEED, ground_truths=x[None].to(device), max_iter=evals)
-    runs[f"{name} DLG"], runs[f"{name} iDLG"] = dlg_run, idlg_run
+runs = dlg_and_idlg({"LeNet": (lenet, ITERATIONS, 20), "ResNet-18": (resnets["resnet18"], RESNET_ITERATIONS, RESNET_MAX_ITER)},
+                    x, y, SEED, CLASSES, device)
 shown = sorted({0, 10, 20, 30, 50, 70, 90, 100, 200, ITERATIONS} & set(range(max(ITERATIONS, RESNET_ITERATIONS) + 1)))
 blank = "" if ITERATIONS == RESNET_ITERATIONS else (
     f"; the ResNet-18 rows end at iteration {min(ITERATIONS, RESNET_ITERATIONS)} (blank after)")
@@ -225,3 +218,24 @@ Markdown(f"""**What to see** (this run: {setting}, on {device}{'' if study.resne
   study.resnet_seeds else 'the 20 images x 20 seeds x 1200 iterations that measure ResNet success rates (and the other '
   'depths) are scripts/full_scale.py' + "'" + 's, for a GPU'}.
 - **Labels.** {label_text}""")
+
+# %%
+# the claims above, on this run's numbers (quick mode: 20 iterations, so nothing needs to succeed;
+# the rates and the comparison with seed 002 are checked in the full run)
+for (model, attack), r in t.iterrows():
+    assert 0 <= r["rate low"] <= r["success rate"] <= r["rate high"] <= 1, f"{model} {attack}: rate outside its interval"
+for attack, d in sens.groupby("attack"):
+    assert d.sort_values("image threshold")["success rate"].is_monotonic_increasing, \
+        f"{attack}: the success rate falls as the image threshold grows"
+assert right_when_succeeded == int(lenet_dlg["success"].sum()), "a successful DLG trial learned a wrong label"
+assert not len(not_right), f"iDLG's extracted label fails under some defense: {not_right.to_dict()}"
+for name in ("ResNet-18 DLG", "ResNet-18 iDLG"):
+    assert final[name]["mse"] > IMAGE_THRESHOLD, f"{name} recovers the image, against seed 002"
+    assert final[name]["mse"] > final["LeNet DLG"]["mse"], f"{name} comes nearer the image than LeNet"
+if not QUICK:
+    assert all(inside), f"seed 002's 0.68 / 94.1 lie outside this run's intervals: {dlg_row.to_dict()}"
+    assert sens_dlg.max() - sens_dlg.min() < 0.05, "the LeNet success rate depends on the image threshold"
+    assert idlg_row["success rate"] >= dlg_row["success rate"] and rescued > len(dlg_fails) / 2, \
+        f"iDLG does not rescue most of DLG's failures ({rescued} of {len(dlg_fails)})"
+    assert final["LeNet DLG"]["mse"] < IMAGE_THRESHOLD and final["LeNet iDLG"]["mse"] < IMAGE_THRESHOLD, \
+        "LeNet does not give the image back in Fig. 1"

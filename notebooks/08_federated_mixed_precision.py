@@ -36,18 +36,17 @@ from dlg_utils.notebook import start
 QUICK = start()  # DLG_QUICK=1 (or CI) shrinks the run; committed outputs are full runs
 
 # %%
-import time
-from dataclasses import asdict, replace
+from dataclasses import asdict
 import numpy as np
 from dlg_utils.data import load_dataset, num_classes
 from dlg_utils.experiments import sweep, expand_histories
-from dlg_utils.codec import as_policy, decode_update, encode_update, upload_bytes
-from dlg_utils.federated import FLConfig, run_federated, client_data, dataset_options, dp_noise_multiplier, method_setup
+from dlg_utils.codec import decoding_errors, min_combined_worst_case, raw_bytes, upload_bytes
+from dlg_utils.federated import FLConfig, client_data, dataset_options, dp_noise_multiplier, method_setup, table1_run
 from dlg_utils.fl_leakage import leakage_sweep, one_step_update
 from dlg_utils.models import get_model
 from dlg_utils.notebook import present
 from dlg_utils.quantization import MODES
-from dlg_utils.plotting import save_figure, leak_grid
+from dlg_utils.plotting import fl_method_label, save_figure, leak_grid
 from dlg_utils.config import RESULTS_DIR, output_path
 
 DATASETS = ["fashion-mnist"] + ([] if QUICK else [d for d in ("mnist", "cifar10") if present(d)])
@@ -74,12 +73,8 @@ print(DATASETS, CFG)
 # wrong modes (Fig. 4). Each finished run is stored at once (`results/fl_table1.jsonl`).
 
 # %%
-def run(trial: dict) -> dict:
-    start = time.perf_counter()
-    history, _ = run_federated(trial["method"], replace(CFG, dataset=trial["dataset"]))
-    return {"history": history.drop(columns="method").to_dict("records"), "wall_seconds": time.perf_counter() - start}
-
-runs = sweep([{"dataset": d, "method": m, "config": asdict(CFG)} for d in DATASETS for m in METHODS], run,
+runs = sweep([{"dataset": d, "method": m, "config": asdict(CFG)} for d in DATASETS for m in METHODS],
+             lambda trial: table1_run(trial, CFG),
              output_path("fl_table1.jsonl", RESULTS_DIR), desc="federated runs")
 curves = expand_histories(runs, keep=["dataset", "method"], column="history")
 last = curves[curves["round"] == CFG.rounds].set_index(["dataset", "method"])
@@ -106,12 +101,6 @@ print("epsilon spent after each round (RDP accountant, largest over clients):",
 # %%
 from matplotlib.ticker import MaxNLocator
 
-def method_label(method: str, d: pd.DataFrame) -> str:
-    """A legend entry: the method, and for DP-SGD the epsilon it spent."""
-    if method == "dp" and "epsilon-max" in d:
-        return f"dp (epsilon {d['epsilon-max'].dropna().iloc[-1]:.2f} spent, delta {method_setup('dp', CFG)[0].dp_delta:g})"
-    return method
-
 # base, mixed, int8 and int16 end within a fraction of a point of each other, so on one scale their
 # lines lie on top of each other: the left panel draws every method with its own marker and dashes,
 # the right one only the quantized methods' difference from base FL, on a scale that separates them
@@ -121,7 +110,7 @@ fig, axes = plt.subplots(len(DATASETS), 2, figsize=(13, 3.9 * len(DATASETS)), sq
 for row, (dataset, d) in zip(axes, curves.groupby("dataset", sort=False)):
     base_acc = d[d["method"] == "base"].set_index("round")["test_accuracy"]
     for k, (method, m) in enumerate(d.groupby("method", sort=False)):
-        style = dict(marker="os^vDx"[k % 6], ms=4, ls=styles[k % 6], color=f"C{k}", label=method_label(method, m))
+        style = dict(marker="os^vDx"[k % 6], ms=4, ls=styles[k % 6], color=f"C{k}", label=fl_method_label(method, m, dp_cfg.dp_delta))
         row[0].plot(m["round"], 100 * m["test_accuracy"], **style)
         if method in QUANTIZED:
             row[1].plot(m["round"], 100 * (m.set_index("round")["test_accuracy"] - base_acc).values, **style)
@@ -232,24 +221,24 @@ leak_grid(one, colour[0][0], f"Fig. 2: the same attacks on a colour image ({colo
 # update (relative L2 error).
 
 # %%
-policy = as_policy("mixed")
-q, ranges = encode_update(update, policy)
-decoded = {m: decode_update(q, ranges, policy, modes=[m] * len(update)) for m in MODES}
-rows = []
-for (name, u), p in zip(update.items(), policy.layers(len(update))):
-    lo, hi = ranges[name]
-    rows.append({"tensor": name, "dtype": p.dtype, "mode": p.mode, "range min / max": lo / hi,
-                 **{f"error decoded as {m}": float(np.linalg.norm(decoded[m][name] - u) / np.linalg.norm(u)) for m in MODES}})
-display(pd.DataFrame(rows).round(5))
-worst = []
-for seed in range(50):  # 50 random mode/precision policies: does decoding everything as MIN_COMBINED still work?
-    pol = as_policy(f"mixed:random:{seed}")
-    qq, rr = encode_update(update, pol)
-    guess = decode_update(qq, rr, pol, modes=["MIN_COMBINED"] * len(update))
-    right = decode_update(qq, rr, pol)
-    worst.append(max(float(np.abs(guess[k] - right[k]).max() / (rr[k][1] - rr[k][0])) for k in update))
-print(f"over 50 random policies, decoding every tensor as MIN_COMBINED is off from the right decoding by at most "
-      f"{max(worst) * 255:.3f} int8 steps (of the tensor's range / 255)")
+errors = decoding_errors(update, "mixed")
+display(errors.round(5))
+POLICIES = range(50)  # random mode/precision policies: does decoding everything as MIN_COMBINED still work?
+worst = min_combined_worst_case(update, POLICIES)
+print(f"over {len(POLICIES)} random policies, decoding every tensor as MIN_COMBINED is off from the right decoding by "
+      f"at most {worst * 255:.3f} int8 steps (of the tensor's range / 255)")
+
+# %%
+# the search-space claims of the text below, on the error table and the worst case just computed
+own = errors.apply(lambda r: r[f"error decoded as {r['mode']}"], axis=1)
+scaled_rows, min_rows = errors[errors["mode"] == "SCALED"], errors[errors["mode"] != "SCALED"]
+cols = [f"error decoded as {m}" for m in MODES]
+assert (scaled_rows[cols].sub(scaled_rows[cols[0]], axis=0).abs() < 1e-6).all().all(), \
+    f"a SCALED tensor decodes differently under some mode: {scaled_rows}"
+assert (min_rows["error decoded as SCALED"] > 2 * own[min_rows.index]).all() \
+    and min_rows["error decoded as SCALED"].max() > 0.5, f"reading a MIN_* tensor as SCALED does not go wrong: {min_rows}"
+assert (own < 0.1).all(), f"a tensor decoded with its own mode is off by {own.max():.1%}"
+assert worst * 255 < 1, f"decoding every tensor as MIN_COMBINED is off by {worst * 255:.2f} int8 steps, more than one"
 
 # %% [markdown]
 # ## What the measurements say
@@ -291,9 +280,20 @@ Markdown(f"""Fashion-MNIST, {CFG.num_clients} clients of {n:,} images each, {CFG
   performance".""")
 
 # %%
-mixed_layers = as_policy("mixed").layers(len(update))
-raw = {"float32": 4 * params, "int16": 2 * params, "int8": params,
-       "mixed": sum(v.size * (2 if p.dtype == "qint16" else 1) for v, p in zip(update.values(), mixed_layers))}
+# Table 1's claims. Both modes: DP-SGD spends (nearly all of) the budget it was calibrated to and
+# no more. The accuracies need the full run (quick mode: 1 round on 256 images, near chance).
+assert 0.9 * dp_cfg.dp_epsilon < spent <= dp_cfg.dp_epsilon + 1e-6, \
+    f"DP-SGD spent epsilon {spent:.3f} of the {dp_cfg.dp_epsilon:g} it was calibrated to"
+assert acc.between(0, 100).all(), f"an accuracy outside [0, 100]%: {acc.to_dict()}"
+if not QUICK:
+    for m in ("mixed", "int8", "int16"):
+        assert abs(acc[m] - acc["base"]) < 1, f"{m} ends {acc[m] - acc['base']:+.2f} points from base FL"
+    assert acc["dp"] < acc["base"] - 5, f"DP-SGD at epsilon 1 costs only {acc['base'] - acc['dp']:.1f} points"
+    assert acc["mixed-wrong-mode"] < acc["mixed"] - 10 < 100 * wrong_best["test_accuracy"], \
+        f"the wrong-mode server does not end far below mixed precision ({acc['mixed-wrong-mode']:.1f}%)"
+
+# %%
+raw = {p: raw_bytes(update, None if p == "float32" else p) for p in cost.index}
 overhead = cost["upload bytes"] - pd.Series(raw)
 mixed_sent = measured.loc["mixed"]
 Markdown(f"""**Communication.** A client's upload, as Flower serializes it:
@@ -308,6 +308,16 @@ with mixed precision: the global update sent back is as small. Seed 001's 174 kB
 parameter bytes ({4 * params:,} and {params:,}). The messages add {overhead.min():,.0f} to {overhead.max():,.0f}
 bytes to the raw integers or floats: numpy's array headers, the ranges and protobuf. The mixed policy also keeps the
 first and last layers at int16.""")
+
+# %%
+up = cost["upload bytes"]
+assert up["int8"] < up["mixed"] < up["int16"] < up["float32"] and 3.5 < up["float32"] / up["int8"] < 4, \
+    f"the uploads do not shrink as stated: {up.to_dict()}"
+assert abs(mixed_sent["up_bytes"] / up["mixed"] - 1) < 0.01, \
+    f"the simulation's mixed upload ({mixed_sent['up_bytes']:,.0f}) is not the message measured here ({up['mixed']:,})"
+assert 0 < overhead.min() and overhead.max() < 5000, f"the framing adds {overhead.min()} to {overhead.max()} bytes"
+if not QUICK:  # round 1 sends the whole float32 model down; later rounds the quantized global update
+    assert mixed_sent["down_bytes"] < 1.1 * mixed_sent["up_bytes"], "the global update sent back is not as small"
 
 # %%
 from dlg_utils.stats import IMAGE_THRESHOLD
@@ -335,7 +345,7 @@ Markdown(f"""**Leakage (Fig. 1, 3, 4).** {len(ATTACK_IMAGES)} images, one {ITERA
   - MIN_COMBINED and MIN_FIRST decode each other's tensors to within a fraction of a step.
   - Only reading a MIN_* tensor as SCALED goes wrong (the error table above).
 - So one guess, every tensor decoded as MIN_COMBINED, replaces the {len(MODES)}^{len(update)} =
-  {len(MODES) ** len(update):,} combinations. Over {len(worst)} random policies it lands within {max(worst) * 255:.2f}
+  {len(MODES) ** len(update):,} combinations. Over {len(POLICIES)} random policies it lands within {worst * 255:.2f}
   int8 steps of the right decoding. DLG on it reaches a median MSE of {mse['guess']:.3f}, against {mse['server']:.3f}
   with the server's own decoding.
 - Even with no ranges and no modes at all, matching the sent integers with a per-layer correlation distance reaches
@@ -350,3 +360,15 @@ distance below 1e-4 by iteration {colour_plain['converged_at'].max():.0f}: after
 LeNet-5 keeps {features:,} values of {colour[0][0].numel():,} pixels, so many images share the gradient. Seed 001's
 CIFAR-10 recovery probably used a different network for the attack; it does not say which. DLG's own LeNet
 (notebooks 2-7) has no pooling and recovers colour images.""")
+
+# %%
+# the leakage claims, in both modes: the raw integers and the wrong modes leak far less than the
+# server's decoding; one MIN_COMBINED guess and the correlation distance leak about as much as it
+assert mse["sent"] > 5 * mse["server"] and mse["wrong-mode"] > 5 * mse["server"], \
+    f"the sent integers or the wrong modes leak as much as the server's decoding: {mse.round(4).to_dict()}"
+assert mse["guess"] < 2 * mse["server"] and mse["sent, correlation"] < 2 * mse["server"], \
+    f"the MIN_COMBINED guess or the correlation attack leaks much less than the server's decoding: {mse.round(4).to_dict()}"
+assert summary["label_right"].min() == 1, f"iDLG's label is wrong in some view: {summary['label_right'].to_dict()}"
+assert plain["converged_at"].notna().all(), "DLG's gradient distance does not fall below 1e-4 on the plain update"
+assert colour_plain["mse"].median() > 0.05 and features < colour[0][0].numel(), \
+    f"LeNet-5 recovers the colour image (median MSE {colour_plain['mse'].median():.3f}) or keeps every pixel"

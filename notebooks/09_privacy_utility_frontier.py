@@ -43,7 +43,6 @@ from IPython.display import Markdown, display
 from dlg_utils import frontier as fr
 from dlg_utils.config import RESULTS_DIR, quick_mode
 from dlg_utils.data import load_dataset
-from dlg_utils.experiments import row_image
 from dlg_utils.metrics import ssim
 from dlg_utils.plotting import best_reconstructions, frontier_plot, metric_curves, save_figure, threshold_plot
 from dlg_utils.stats import CRITERIA
@@ -96,6 +95,15 @@ print(f"{len(rows)} attack runs, {len(best)} trials ({len(SETUP.images)} images 
       + ", ".join(f"{m} {len(SETUP.attacked_defenses(m))}" for m in SETUP.models))
 pd.crosstab([best["model"], best["defense"]], best["best_attack"]).reindex(columns=list(SETUP.attacks), fill_value=0)
 
+# %%
+expected = sum(len(SETUP.attacked_defenses(m)) for m in SETUP.models) * len(SETUP.images) * len(SETUP.seeds)
+assert len(best) == expected and not best.duplicated(["model", "defense", "image", "seed"]).any(), \
+    f"{len(best)} trials, not one per (model, defense, image, seed): {expected}"
+assert best["best_attack"].isin(SETUP.attacks).all(), f"a trial's best attack is unknown: {set(best['best_attack'])}"
+assert ((privacy["recovered low"] <= privacy["recovered"]) & (privacy["recovered"] <= privacy["recovered high"])
+        & privacy["recovered low"].between(0, 1) & privacy["recovered high"].between(0, 1)).all(), \
+    "a recovered fraction lies outside [0, 1] or outside its interval"
+
 # %% [markdown]
 # **What counts as recovered.** A trial leaks its image when the best reconstruction reaches
 # SSIM 0.5. For reference, the cell below computes the SSIM between two *different* images of
@@ -115,10 +123,21 @@ display(Markdown(
     "the curve below shows how the fractions move with it."))
 
 # %%
+threshold = CRITERIA["ssim"].threshold
+assert np.median(other) < threshold < np.median(coarse_ssim), \
+    f"the threshold {threshold} does not lie between unrelated images ({np.median(other):.2f}) and coarse copies " \
+    f"({np.median(coarse_ssim):.2f})"
+
+# %%
 curve = fr.threshold_curve(best, np.round(np.arange(0.1, 0.96, 0.05), 2))
 fig = threshold_plot(curve, title=f"Fraction recovered vs. SSIM threshold: samples-gray28, best of {'/'.join(SETUP.attacks)} "
                      f"({its} iterations), {len(SETUP.images)} images x {len(SETUP.seeds)} seeds per point")
 save_figure(fig, "frontier_threshold_sensitivity.png");
+
+# %%
+for (model, defense), c in curve.groupby(["model", "defense"]):
+    assert c.sort_values("threshold")["recovered"].is_monotonic_decreasing, \
+        f"{model}, {defense}: the fraction recovered grows with the threshold"
 
 # %% [markdown]
 # ## Utility: the same architectures trained under each defense
@@ -161,6 +180,23 @@ shown = table[["model", "defense", "bits", "recovered", "recovered low", "recove
                "strongest attack"]]
 shown.style.format(precision=3).hide(axis="index")
 
+# %%
+attacked = table.dropna(subset=["recovered"])
+assert len(attacked) == len(privacy), "a defense attacked in the privacy part has no row on the frontier"
+for low, value, high in [("recovered low", "recovered", "recovered high"),
+                         ("median ssim low", "median ssim", "median ssim high"), ("drop low", "drop", "drop high")]:
+    rows_ = table.dropna(subset=[value])
+    assert ((rows_[low] <= rows_[value] + 1e-12) & (rows_[value] <= rows_[high] + 1e-12)).all(), \
+        f"{value} outside its interval: {rows_[[low, value, high]]}"
+assert table["accuracy"].between(0, 1).all() and (table.loc[table["defense"] == "none", "drop"].abs() < 1e-12).all(), \
+    "an accuracy outside [0, 1], or undefended training that differs from itself"
+bits_of = table.set_index(["model", "defense"])["bits"]
+assert all(bits_of[(m, "none")] == 32 for m in SETUP.models), "an undefended gradient does not cost 32 bits per parameter"
+assert all(bits_of[(m, d)] < 32 for m in SETUP.models for d in SETUP.defenses if d.startswith(("uniform", "stochastic"))), \
+    "a quantized gradient costs as much as float32"
+if not QUICK:
+    assert (table.loc[table["defense"] == "none", "accuracy"] > 0.8).all(), "undefended training stays below 80%"
+
 # %% [markdown]
 # ## What the best attack recovers at each paper's strength
 #
@@ -169,21 +205,12 @@ shown.style.format(precision=3).hide(axis="index")
 # the four attacks per cell, captioned with that attack and its SSIM.
 
 # %%
-def grid(model: str):
-    b = best[(best["model"] == model) & (best["seed"] == SETUP.image_seeds[0])]
-    shown = [d for d in fr.PAPER_STRENGTH if d in set(b["defense"])]
-    cols = list(SETUP.images)[:8]
-    pick = {d: b[b["defense"] == d].set_index("image").loc[cols] for d in shown}
-    recon = {d: [row_image(r) for _, r in pick[d].iterrows()] for d in shown}
-    caps = {d: [f"{r['best_attack']} {r['ssim']:.2f}" for _, r in pick[d].iterrows()] for d in shown}
-    fig = best_reconstructions(recon, [images[i][0] for i in cols], caps, title=(
+for model in SETUP.models:
+    recon, truths, caps = fr.paper_strength_cells(best, images, SETUP, model, columns=8)
+    fig = best_reconstructions(recon, truths, caps, title=(
         f"Best of {'/'.join(SETUP.attacks)} against each defense at its paper's strength: {model}, samples-gray28, "
         f"dummy seed {SETUP.image_seeds[0]} ({its} iterations)"))
-    save_figure(fig, f"frontier_reconstructions_{model}.png");
-
-
-for model in SETUP.models:
-    grid(model)
+    save_figure(fig, f"frontier_reconstructions_{model}.png")
 
 # %% [markdown]
 # ## Which protection claims survive the strongest attacker?
@@ -200,6 +227,19 @@ display(Markdown(
     "interval on both sides of its limit leaves the question open. Each claim below says which of the two it asserts.\n\n"
     + "\n".join(lines)))
 
+# %%
+claims = fr.claims_table(table)
+for _, c in claims.iterrows():
+    said = next(k for k in fr.CLAIMS if k.defense == c["defense"] and k.who == c["who"])
+    if said.protects and c["recovered low"] > fr.PROTECTS:
+        assert c["verdict"].startswith("fails on privacy"), f"{c['who']}, {c['defense']} on {c['model']}: {c['verdict']}"
+if not QUICK:  # the verdicts the text reports
+    verdicts = claims.set_index(["model", "defense"])["verdict"]
+    for model in SETUP.models:
+        for d in ("uniform:16", "stochastic:16", "mixed"):
+            assert verdicts[(model, d)].startswith("fails on privacy"), f"{d} on {model}: {verdicts[(model, d)]}"
+        assert verdicts[(model, "half")] == "holds", f"half precision on {model}: {verdicts[(model, 'half')]}"
+
 
 # %%
 safe, protect = fr.protecting(table, free=True), fr.protecting(table)
@@ -211,3 +251,12 @@ display(Markdown(
     + "; ".join(f"**{m}**: " + (", ".join(f"{r.defense} (drop {100 * r.drop:+.2f} points)"
                                          for r in protect[protect["model"] == m].itertuples()) or "not one of them")
                 for m in SETUP.models) + "."))
+
+# %%
+assert (protect["recovered high"] <= fr.PROTECTS).all() and (safe["drop high"] <= fr.FREE_DROP).all(), \
+    "a defense listed as protecting (or free) has an interval beyond the limit"
+assert set(safe.index) <= set(protect.index), "a free protecting defense is missing from those that protect"
+if not QUICK:
+    assert safe.empty, f"some defense protects at no cost: {safe[['model', 'defense']].values.tolist()}"
+    assert len(protect) >= 1 and protect["defense"].str.startswith(("gaussian", "laplacian")).all(), \
+        f"the defenses that protect are not the noise ones: {protect['defense'].tolist()}"

@@ -328,7 +328,8 @@ def test_redraw_defense_equals_seed000_closure(double_lenet):
 
 
 def test_mean_gradient_norm_is_the_mean_over_images(lenet, samples):
-    from dlg_utils.cases import mean_gradient_norm, target_gradients
+    from dlg_utils.attack import target_gradients
+    from dlg_utils.cases import mean_gradient_norm
     norms = [float(torch.cat([g.flatten() for g in target_gradients(lenet, samples[i][0][None], torch.tensor([samples[i][1]]))]).norm()) for i in (0, 3)]
     assert mean_gradient_norm(lenet, samples, [0, 3]) == pytest.approx(sum(norms) / 2)
     assert mean_gradient_norm(lenet, samples, range(1)) == pytest.approx(norms[0])

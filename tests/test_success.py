@@ -89,7 +89,7 @@ def test_success_study_models_are_the_seeded_classes():
 
 def test_dlg_and_idlg_run_both_attacks_on_each_model_from_one_seed(lenet, samples):
     from dlg_utils.attack import dlg_batch
-    from dlg_utils.cases import target_gradients
+    from dlg_utils.attack import target_gradients
     from dlg_utils.success import dlg_and_idlg
     x, y = samples[0]
     runs = dlg_and_idlg({"LeNet": (lenet, 3, 5)}, x, y, seed=2, num_classes=100)
