@@ -93,7 +93,7 @@ def main(argv=None) -> None:
     from .config import free_cores
     from .data import load_dataset
     from .defenses import describe
-    from .experiments import AttackTrial, DatasetTargets, Execution, RowOptions, run_attacks
+    from .experiments import AttackTrial, DatasetTargets, RowOptions, run_attacks
     from .models import get_model
     from .plotting import reconstruction_grid, save_figure
     from .stats import CRITERIA, recovered
