@@ -16,11 +16,14 @@ class BatchedAdam:
     """Adam (``betas``, ``eps`` as torch) for T x n parameters. ``milestones``: steps (0-based)
     from which the step size is multiplied by ``gamma`` once more (``MultiStepLR``);
     ``signed``: step on sign(gradient); ``box``: (low, high) applied to the first ``boxed``
-    coordinates of every trial after each step (all of them if ``boxed`` is None)."""
+    coordinates of every trial after each step (all of them if ``boxed`` is None; the bounds are
+    numbers or tensors of that many entries), and to the start unless ``project_start`` is off
+    (Inverting Gradients' code clamps only after steps)."""
 
     def __init__(self, x0: torch.Tensor, lr: float = 0.1, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, milestones: Sequence[int] = (), gamma: float = 0.1,
-                 signed: bool = False, box: tuple[float, float] | None = None, boxed: int | None = None):
+                 signed: bool = False, box: tuple | None = None, boxed: int | None = None,
+                 project_start: bool = True):
         if x0.dim() != 2:
             raise ValueError(f"x0 must be T x n, got shape {tuple(x0.shape)}")
         if not lr > 0:
@@ -29,7 +32,7 @@ class BatchedAdam:
         self.milestones = sorted(int(m) for m in milestones)
         self.box, self.boxed = box, boxed
         self.x = x0.detach().clone()
-        if box is not None:
+        if box is not None and project_start:
             self._project(torch.ones(len(x0), dtype=torch.bool, device=x0.device))
         self.m, self.v = torch.zeros_like(self.x), torch.zeros_like(self.x)
         self.steps = torch.zeros(len(x0), dtype=torch.long, device=x0.device)
@@ -37,7 +40,11 @@ class BatchedAdam:
 
     def _project(self, rows: torch.Tensor) -> None:
         part = self.x[:, : self.boxed] if self.boxed is not None else self.x
-        part[rows] = part[rows].clamp(*self.box)
+        low, high = self.box
+        if isinstance(low, torch.Tensor):
+            part[rows] = torch.maximum(torch.minimum(part[rows], high), low)  # the authors' max(min(x, hi), lo)
+        else:
+            part[rows] = part[rows].clamp(low, high)
 
     def step_size(self) -> torch.Tensor:
         """Each trial's step size for its next step."""

@@ -23,10 +23,11 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call, grad, grad_and_value, stack_module_state, vmap
+from torch.func import grad_and_value, stack_module_state, vmap
 
 from .adam import BatchedAdam
-from .attacks import AttackConfig
+from .attacks import AUTHORS_MOMENTS, AttackConfig
+from .cases import Case, update_function
 from .defenses import SharedGradient
 from .lbfgs import BatchedLBFGS
 from .memory import keep_freed_memory
@@ -108,8 +109,9 @@ class Chunk:
     targets, the optimizer over all dummies, and what each trial has recorded."""
 
     def __init__(self, model: nn.Module | None, trials: list[Trial], image_shape: Sequence[int],
-                 num_classes: int, config: AttackConfig, compile: bool = False):
+                 num_classes: int, config: AttackConfig, compile: bool = False, case: Case | None = None):
         self.config, self.trials, T = config, trials, len(trials)
+        self.case = case or Case(batch_size=int(image_shape[0]) if len(image_shape) == 4 else 1)
         self.per_trial = model is None
         base = _batchnorm_without_running_stats(trials[0].model if self.per_trial else model)
         named = [(n, p) for n, p in base.named_parameters() if p.requires_grad]
@@ -122,18 +124,18 @@ class Chunk:
             self.params = {n: stacked[n].detach() for n in self.names}
         else:
             self.params = {n: p.detach() for n, p in named}
-        frozen = {n: p.detach() for n, p in base.named_parameters() if not p.requires_grad}
-        buffers = dict(base.named_buffers())
-
-        def loss_fn(p, x, probs):
-            pred = functional_call(base, ({**p, **frozen}, buffers), (x,))
-            return torch.mean(torch.sum(-probs * F.log_softmax(pred, -1), -1))
-
-        self._one = grad(loss_fn)
-        self._many = vmap(grad(loss_fn), in_dims=(0 if self.per_trial else None, 0, 0))
+        # the dummy's update under the case's public training (one step: the gradient); the
+        # client's own function (cases.update_function), without the noise the attacker cannot know
+        update = update_function(base, self.case)
+        self._one = update
+        self._many = vmap(update, in_dims=(0 if self.per_trial else None, 0, 0))
         self.shape = check_inputs(base, image_shape, num_classes)  # base: never updates BatchNorm statistics
         self.N, self.K = self.shape[0], num_classes
+        if self.N != self.case.batch_size:
+            raise ValueError(f"the case's batch size is {self.case.batch_size} but image_shape {self.shape} "
+                             f"holds {self.N} images")
         self.nx = int(torch.Size(self.shape).numel())
+        self.shift, self.scale = self._space()
         self.targets = self._stack_targets(named)
         if config.redraw_defense and any(t.target.source is None for t in trials):
             raise ValueError("redraw_defense needs the true gradient: share the targets with "
@@ -147,7 +149,10 @@ class Chunk:
                                  f"shape {tuple(t.truth.shape)}" + ("" if torch.isfinite(t.truth).all() else " with NaN/Inf"))
         self.truth = torch.stack([torch.zeros(self.shape) if t.truth is None else t.truth.detach().reshape(self.shape)
                                   for t in trials]).to(self.device, self.dtype)
+        # redraw_defense replays the client's own draws (seed 000's simulation); the attacker's
+        # BPDA draws its own, from a stream apart from the client's (seed + 2**32)
         self.generators = [torch.Generator(self.device).manual_seed(t.seed) for t in trials]
+        self.attacker_generators = [torch.Generator(self.device).manual_seed(2 ** 32 + t.seed) for t in trials]
         if config.optimizer == "lbfgs":
             self.opt = BatchedLBFGS(self.x0, lr=config.lr, max_iter=config.max_iter,
                                     tolerance_grad=config.tolerance_grad, tolerance_change=config.tolerance_change,
@@ -155,18 +160,42 @@ class Chunk:
         else:
             self.opt = BatchedAdam(self.x0, lr=config.lr, signed=config.signed, gamma=config.decay,
                                    milestones=[math.floor(config.iterations * f) for f in config.decay_at],
-                                   box=(0.0, 1.0) if config.boxed else None, boxed=self.nx)
+                                   box=self._box() if config.boxed else None, boxed=self.nx,
+                                   project_start=self.scale is None)
         self._compiled = self._compile() if compile and config.compilable else None  # else eager
         self._active: tuple | None = None  # (idx, weights, targets) of the last set of active trials
         self.steps = [0] * T
         self.rows: list[list[dict]] = [[] for _ in range(T)]
         self.snaps: list[dict] = [{} for _ in range(T)]
-        self.images = self.opt.x[:, : self.nx].clone()  # each trial's image at its last step, [T, nx]
+        self.images = self.pixels(self.opt.x[:, : self.nx]).clone()  # each trial's image at its last step, [T, nx]
         self.converged_at: list[int | None] = [None] * T
         self.diverged = [False] * T
         every = config.snapshot_every
         self.snap_at = set(config.snapshot_at) | (
             {*range(0, config.iterations + 1, every), config.iterations} if every else set())
+
+    def _space(self) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """(shift, scale) per entry of the flat image for ``space="normalized"`` (image = shift +
+        scale * z, the data's mean and std per channel); (None, None) for pixels."""
+        if self.config.space == "pixel":
+            return None, None
+        C = self.shape[1]
+        moments = self.config.moments or AUTHORS_MOMENTS.get(C)
+        if moments is None or len(moments[0]) != C:
+            raise ValueError(f"space='normalized' needs moments for {C} channels: give AttackConfig.moments "
+                             f"(the authors' constants cover {sorted(AUTHORS_MOMENTS)} channels)")
+        per = lambda v: torch.tensor(v, dtype=self.dtype, device=self.device).view(1, C, 1, 1).expand(self.shape).flatten()
+        return per(moments[0]), per(moments[1])
+
+    def pixels(self, z: torch.Tensor) -> torch.Tensor:
+        """The images ([..., nx]) of the dummies ``z`` in the attack's space."""
+        return z if self.scale is None else self.shift + self.scale * z
+
+    def _box(self) -> tuple:
+        """The box [0, 1] of pixels in the attack's space."""
+        if self.scale is None:
+            return 0.0, 1.0
+        return -self.shift / self.scale, (1 - self.shift) / self.scale
 
     def _stack_targets(self, named) -> Targets:
         grads, low, high = [], [], []
@@ -222,7 +251,8 @@ class Chunk:
         of trials whose weights, targets and labels are given: the function :meth:`evaluate`
         differentiates. ``trials`` (indices) only for a defense applied straight through."""
         config, n = self.config, len(flat)
-        x = flat[:, : self.nx].view(n, *self.shape)
+        z = flat[:, : self.nx]
+        x = self.pixels(z).view(n, *self.shape)
         probs = torch.where(learn[:, None, None], F.softmax(flat[:, self.nx:].reshape(n, self.N, self.K), -1), onehot)
         if n == 1 and not self.per_trial and self._compiled is None:  # a lone trial skips vmap's overhead
             g = self._one(params, x[0], probs[0])
@@ -235,7 +265,8 @@ class Chunk:
         if config.masked:
             dummy = masked(dummy, target)
         distance = DISTANCES[config.distance](dummy, target)
-        objective = distance + config.tv * total_variation(x) if config.tv else distance
+        # the prior on the optimised variable: the image, or z (Inverting Gradients' TV in the normalisation)
+        objective = distance + config.tv * total_variation(z.view(n, *self.shape)) if config.tv else distance
         return objective.sum(), (distance.detach(), objective.detach())
 
     def _compile(self) -> Callable:
@@ -284,7 +315,7 @@ class Chunk:
         for j, t in enumerate(trials):
             mine = [d[j] for d in dummy]
             if all(torch.isfinite(d).all() for d in mine):  # a diverging trial passes as it is
-                mine = straight_through(self.trials[t].target.defense, mine, self.generators[t])
+                mine = straight_through(self.trials[t].target.defense, mine, self.attacker_generators[t])
             rows.append(mine)
         return [torch.stack(parts) for parts in zip(*rows)]
 
@@ -332,7 +363,7 @@ class Chunk:
         an iteration, keep their image, and record, snapshot, converge or end as configured."""
         config = self.config
         kept = starting[finite]
-        self.images[kept] = self.opt.x[kept, : self.nx]
+        self.images[kept] = self.pixels(self.opt.x[kept, : self.nx])
         recorded, snapped, done, counted = [], [], [], 0
         for t, ok, value in zip(starting.tolist(), finite.tolist(), distance.tolist()):
             if not ok:

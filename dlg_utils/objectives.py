@@ -74,6 +74,13 @@ def l1(dummy: Tensors, target: Targets) -> torch.Tensor:
     return _sum(_flat((d - t).abs()).sum(1) for d, t in zip(dummy, target.grads))
 
 
+def l1_relative(dummy: Tensors, target: Targets) -> torch.Tensor:
+    """:func:`l1` relative to the target's L1 norm: the Laplace negative log-likelihood up to
+    scale, on the same scale whatever the gradient's size (the noise-aware attacker's distance
+    against Laplacian noise)."""
+    return l1(dummy, target) / (_sum(_flat(t.abs()).sum(1) for t in target.grads) + 1e-30)
+
+
 def cosine(dummy: Tensors, target: Targets) -> torch.Tensor:
     """Inverting Gradients' distance: 1 - cosine similarity of all layers' gradients taken as
     one vector (its ``cost_fn='sim'`` with equal weights): blind to the gradient's scale."""
@@ -105,7 +112,7 @@ def interval(dummy: Tensors, target: Targets) -> torch.Tensor:
 
 
 DISTANCES: dict[str, Callable[[Tensors, Targets], torch.Tensor]] = {
-    "l2": l2, "l1": l1, "cosine": cosine, "correlation": correlation, "interval": interval}
+    "l2": l2, "l1": l1, "l1-rel": l1_relative, "cosine": cosine, "correlation": correlation, "interval": interval}
 
 
 def masked(dummy: Tensors, target: Targets) -> list[torch.Tensor]:

@@ -17,11 +17,18 @@ import torch
 from torch import nn
 
 
+ADDED = {"added": True}  # metadata of a field added after results were stored (see canonical)
+
+
 def canonical(value):
     """``value`` as plain JSON data, the same for equal settings: dataclasses and mappings as
-    dicts with sorted keys, tuples as lists, paths and defenses by name."""
+    dicts with sorted keys, tuples as lists, paths and defenses by name. A dataclass field
+    added after results were stored (``field(metadata=ADDED)``) is left out while it holds its
+    default, so the stored rows keep their keys and a setting away from the default gets a new
+    one."""
     if is_dataclass(value) and not isinstance(value, type):
-        return {f.name: canonical(getattr(value, f.name)) for f in fields(value)}
+        return {f.name: canonical(getattr(value, f.name)) for f in fields(value)
+                if not (f.metadata.get("added") and getattr(value, f.name) == f.default)}
     if isinstance(value, Mapping):
         return {str(k): canonical(v) for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))}
     if isinstance(value, (list, tuple)):

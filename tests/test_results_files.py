@@ -28,7 +28,8 @@ def test_frontier_trials_are_all_found():
     privacy, pilot = RowStore(RESULTS_DIR / "frontier_privacy.jsonl"), RowStore(RESULTS_DIR / "frontier_pilot.jsonl")
     for name in setup.models:
         model = {name: fr.attacked_model(setup, name, data)}
-        for store, trials, kw in ((privacy, fr.privacy_trials(setup, name), dict(rows=fr.privacy_rows(setup))),
+        for store, trials, kw in ((privacy, fr.privacy_trials(setup, name), dict(rows=fr.privacy_rows(setup),
+                                                                               configs=fr.COMMITTED_ATTACKS)),
                                   (pilot, fr.pilot_trials(setup, name), dict(rows=fr.pilot_rows(),
                                                                             configs=fr.PILOT_CANDIDATES))):
             keys = [k for k, _, _ in attack_keys(trials, model, DatasetTargets(data), **kw)]
