@@ -23,6 +23,7 @@ from .quantization import DTYPES, MODES, check_format, dequantize, quantize, ste
 
 Grads = Sequence[torch.Tensor]
 FLOAT_BITS = 32  # a float32 value: a gradient entry, or one end of a tensor's range
+RELATIVE = "-rel"  # the suffix of a noise spec whose number is in units of each tensor's RMS
 
 
 def _finite(g: torch.Tensor) -> torch.Tensor:
@@ -105,8 +106,9 @@ class Defense:
     @property
     def kind(self) -> str:
         """The family of the defense: its spec's name before any ``:`` ("uniform", "sparsity",
-        "gaussian", "mixed", ...). The one place a defense's kind is read from its name."""
-        return self.name.partition(":")[0]
+        "gaussian", "mixed", ...), a relative noise in its noise's family (``gaussian-rel:0.1``
+        is "gaussian"). The one place a defense's kind is read from its name."""
+        return self.name.partition(":")[0].removesuffix(RELATIVE)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r})"
@@ -225,34 +227,72 @@ class Sparsification(Defense):
         return total
 
 
+def _rms(g: torch.Tensor) -> torch.Tensor:
+    """The root mean square of ``g``'s entries (0 for an empty or all-zero tensor), computed on
+    g / max|g| so that squaring neither overflows nor underflows."""
+    if g.numel() == 0:
+        return g.new_zeros(())
+    peak = g.abs().amax()
+    return peak * (g / torch.where(peak > 0, peak, torch.ones_like(peak))).square().mean().sqrt()
+
+
+def _noise_size(value: float, relative: bool, g: torch.Tensor):
+    """The noise's std (Gaussian) or scale (Laplacian) for tensor ``g``: ``value`` itself, or
+    ``value`` times ``g``'s RMS when ``relative``."""
+    return value * _rms(g) if relative else value
+
+
+def _noise_name(family: str, value: float, relative: bool) -> str:
+    return f"{family}{RELATIVE if relative else ''}:{value:g}"
+
+
 @dataclass(repr=False)
 class GaussianNoise(Defense):
-    """Add N(0, std^2) noise to every entry (DLG's Gaussian defense, std 1e-4 to 1e-1)."""
+    """Add N(0, std^2) noise to every entry: ``std`` is the standard deviation, not the variance
+    (``gaussian:0.01`` has variance 1e-4; a variance v is ``gaussian:{sqrt(v)}``). The DLG paper
+    (Zhu et al. 2019) states its levels, 1e-1 to 1e-4, as variances; the project's specs
+    (``gaussian:0.0001`` to ``gaussian:0.1``) take those numbers as std (docs/defenses.md).
+
+    ``relative=True`` (spec ``gaussian-rel:F``): the std of each tensor's noise is ``std`` times
+    that tensor's RMS (root mean square of its entries), so that one spec is the same strength
+    on any model or layer; a tensor of zeros (RMS 0) gets no noise."""
 
     std: float
+    relative: bool = False
 
     def __post_init__(self):
-        self.std = _nonnegative(self.std, "std")
-        self.name = f"gaussian:{self.std:g}"
+        self.relative = bool(self.relative)
+        self.std = _nonnegative(self.std, "fraction of the RMS" if self.relative else "std")
+        self.name = _noise_name("gaussian", self.std, self.relative)
 
     def one(self, g, generator):
-        return g + self.std * torch.randn(g.shape, generator=generator, device=g.device, dtype=g.dtype)
+        size = _noise_size(self.std, self.relative, g)
+        return g + size * torch.randn(g.shape, generator=generator, device=g.device, dtype=g.dtype)
 
 
 @dataclass(repr=False)
 class LaplacianNoise(Defense):
-    """Add Laplace(0, scale) noise to every entry (DLG's Laplacian defense)."""
+    """Add Laplace(0, scale) noise to every entry, density exp(-|x| / b) / 2b with b = ``scale``:
+    mean |noise| = b, variance 2 b^2 (std sqrt(2) b). ``scale`` is b, not the variance
+    (``laplacian:0.01`` has variance 2e-4; a variance v is ``laplacian:{sqrt(v / 2)}``).
+
+    ``relative=True`` (spec ``laplacian-rel:F``): b of each tensor's noise is ``scale`` times that
+    tensor's RMS, so its std is sqrt(2) * F * RMS (``laplacian-rel:{F / sqrt(2)}`` has the std of
+    ``gaussian-rel:F``); a tensor of zeros (RMS 0) gets no noise."""
 
     scale: float
+    relative: bool = False
 
     def __post_init__(self):
-        self.scale = _nonnegative(self.scale, "scale")
-        self.name = f"laplacian:{self.scale:g}"
+        self.relative = bool(self.relative)
+        self.scale = _nonnegative(self.scale, "fraction of the RMS" if self.relative else "scale")
+        self.name = _noise_name("laplacian", self.scale, self.relative)
 
     def one(self, g, generator):
         e1 = torch.empty_like(g).exponential_(generator=generator)
         e2 = torch.empty_like(g).exponential_(generator=generator)
-        return g + self.scale * (e1 - e2)  # the difference of two Exp(1) is Laplace(0, 1)
+        size = _noise_size(self.scale, self.relative, g)
+        return g + size * (e1 - e2)  # the difference of two Exp(1) is Laplace(0, 1)
 
 
 class HalfPrecision(Defense):
@@ -382,7 +422,11 @@ class MixedPrecision(Defense):
 
 
 SPECS = ("none", "uniform:LEVELS", "stochastic:LEVELS", "sparsity:RATIO", "gaussian:STD", "laplacian:SCALE",
-         "half", "mixed", "mixed:random:SEED", "int8", "int16")
+         "gaussian-rel:FRACTION", "laplacian-rel:FRACTION", "half", "mixed", "mixed:random:SEED", "int8", "int16")
+# What a noise spec's number means: a help line for the valid forms of SPECS.
+NOISE_HELP = ("gaussian:STD is a standard deviation, not a variance (a variance v is gaussian:sqrt(v)); "
+              "laplacian:SCALE is the Laplace scale b (variance 2b^2); the -rel forms give the std / b "
+              "as a FRACTION of each tensor's RMS")
 
 
 def _number(text: str, kind: type, what: str):
@@ -394,19 +438,24 @@ def _number(text: str, kind: type, what: str):
 
 def defense_from_spec(spec: str | Defense | None) -> Defense:
     """Parse a short name: ``none``, ``uniform:16``, ``stochastic:16``, ``sparsity:0.2``,
-    ``gaussian:1e-3``, ``laplacian:1e-3``, ``half``, ``mixed``, ``mixed:random[:SEED]``, ``int8``,
-    ``int16`` (case and spaces do not matter). A bad name raises ``ValueError`` listing the valid
-    forms (:data:`SPECS`)."""
+    ``gaussian:1e-3``, ``laplacian:1e-3``, ``gaussian-rel:0.1``, ``laplacian-rel:0.1``, ``half``,
+    ``mixed``, ``mixed:random[:SEED]``, ``int8``, ``int16`` (case and spaces do not matter). A
+    noise's number is its std (Gaussian) or Laplace scale b (Laplacian), never a variance; in a
+    ``-rel`` form, in units of each tensor's RMS (:data:`NOISE_HELP`). A bad name raises
+    ``ValueError`` listing the valid forms (:data:`SPECS`); a bad number, the form of its kind."""
     if spec is None:
         return NoDefense()
     if isinstance(spec, Defense):
         return spec
     kind, _, arg = str(spec).strip().lower().replace(" ", "").partition(":")
+    rel = "fraction of the RMS"
     makers = {"uniform": lambda a: UniformQuantization(_number(a, int, "levels")),
               "stochastic": lambda a: StochasticRounding(_number(a, int, "levels")),
               "sparsity": lambda a: Sparsification(_number(a, float, "sparsity ratio")),
               "gaussian": lambda a: GaussianNoise(_number(a, float, "std")),
-              "laplacian": lambda a: LaplacianNoise(_number(a, float, "scale"))}
+              "laplacian": lambda a: LaplacianNoise(_number(a, float, "scale")),
+              "gaussian" + RELATIVE: lambda a: GaussianNoise(_number(a, float, rel), relative=True),
+              "laplacian" + RELATIVE: lambda a: LaplacianNoise(_number(a, float, rel), relative=True)}
     try:
         if kind in makers and arg:
             return makers[kind](arg)
@@ -423,14 +472,16 @@ def defense_from_spec(spec: str | Defense | None) -> Defense:
             if policy == "random":
                 return MixedPrecision("random", seed=_number(seed or "0", int, "seed"))
     except ValueError as e:
-        raise ValueError(f"bad defense spec {spec!r}: {e}") from e
+        forms = " or ".join(f for f in SPECS if f.partition(":")[0] == kind)
+        raise ValueError(f"bad defense spec {spec!r}: {e} (valid: {forms})") from e
     raise ValueError(f"unknown defense spec {spec!r}; valid: {', '.join(SPECS)} "
-                     "(e.g. 'uniform:16', 'sparsity:0.2', 'gaussian:1e-3')")
+                     f"(e.g. 'uniform:16', 'sparsity:0.2', 'gaussian:1e-3', 'gaussian-rel:0.1'); {NOISE_HELP}")
 
 
 def describe(spec: str | Defense | None) -> str:
     """What a defense does, in a few words for a figure or a table (``"uniform:16"`` -> "each
-    tensor rounded to 16 evenly spaced levels")."""
+    tensor rounded to 16 evenly spaced levels"; a noise with its std, or its Laplace scale and std:
+    ``"gaussian:0.01"`` -> "Gaussian noise of std 0.01 (variance 0.0001) added")."""
     d = defense_from_spec(spec)
     if isinstance(d, NoDefense):
         return "no defense: the exact gradient"
@@ -440,10 +491,11 @@ def describe(spec: str | Defense | None) -> str:
         return f"each tensor rounded to {d.levels} evenly spaced levels"
     if isinstance(d, Sparsification):
         return f"the smallest {d.ratio:.0%} of each tensor's entries set to 0"
+    per = " x each tensor's RMS" if getattr(d, "relative", False) else ""
     if isinstance(d, GaussianNoise):
-        return f"Gaussian noise of std {d.std:g} added"
+        return f"Gaussian noise of std {d.std:g}{per or f' (variance {d.std ** 2:g})'} added"
     if isinstance(d, LaplacianNoise):
-        return f"Laplacian noise of scale {d.scale:g} added"
+        return f"Laplacian noise of scale {d.scale:g}{per} (std {math.sqrt(2) * d.scale:.3g}{per and ' x RMS'}) added"
     if isinstance(d, HalfPrecision):
         return "rounded to 16-bit floats"
     if isinstance(d, MixedPrecision):

@@ -46,7 +46,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="dummy-initialisation seeds (>= 0)")
     parser.add_argument("--defenses", nargs="+", default=list(DEFAULT_DEFENSES),
                         help="defense specs, one per row of the figure (none, uniform:N, stochastic:N, sparsity:R, "
-                             "gaussian:S, laplacian:S, half, mixed, int8, int16)")
+                             "gaussian:STD, laplacian:SCALE, gaussian-rel:F, laplacian-rel:F, half, mixed, int8, int16; "
+                             "a noise's STD is not a variance, F is a fraction of each tensor's RMS)")
     parser.add_argument("--iterations", type=int, default=30 if quick_mode() else 300,
                         help="L-BFGS iterations per attack, each up to 20 evaluations (default 300, DLG's)")
     parser.add_argument("--model-seed", type=int, default=0, help="seed of the LeNet's uniform init")

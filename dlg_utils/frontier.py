@@ -29,7 +29,8 @@ DEFENSES = ("none", "uniform:240", "uniform:40", "uniform:20", "uniform:16", "un
             "stochastic:8", "sparsity:0.2", "sparsity:0.4", "sparsity:0.9", "gaussian:0.001", "gaussian:0.01",
             "gaussian:0.1", "laplacian:0.01", "half", "mixed")
 # the strength at which a paper proposed or tested each defense: seed 000 (uniform and stochastic
-# 16 levels, sparsity 0.2), DLG (noise 1e-2 and half precision), seed 001 (mixed int8/int16)
+# 16 levels, sparsity 0.2), DLG (noise 1e-2 and half precision), seed 001 (mixed int8/int16). DLG
+# states its noise levels as variances; gaussian:0.01 takes 1e-2 as the std (docs/defenses.md)
 PAPER_STRENGTH = ("none", "uniform:16", "stochastic:16", "sparsity:0.2", "gaussian:0.01", "laplacian:0.01", "half",
                   "mixed")
 ATTACK_NAMES = ("dlg", "idlg", "ig", "adaptive")

@@ -7,7 +7,7 @@ from hypothesis.extra.numpy import arrays
 
 from dlg_utils.defenses import (GaussianNoise, HalfPrecision, LaplacianNoise, LayerPrecision,
                                 MixedPrecision, NoDefense, Sparsification, StochasticRounding,
-                                UniformQuantization, default_policy, defense_from_spec, random_policy)
+                                UniformQuantization, default_policy, defense_from_spec, describe, random_policy)
 
 tensors = arrays("float32", st.integers(2, 200), elements=st.floats(-10, 10, width=32)).map(torch.from_numpy)
 
@@ -99,6 +99,73 @@ def test_noise_statistics_and_determinism():
     assert not torch.equal(GaussianNoise(1e-2)([x], gen(5))[0], GaussianNoise(1e-2)([x], gen(6))[0])
 
 
+def test_absolute_noise_is_its_number_times_a_standard_draw():
+    """gaussian:S adds S * N(0, 1) and laplacian:B adds B * Laplace(0, 1) (S a std, B a scale, not
+    variances): the draws committed results were made with."""
+    x = torch.randn(1000, generator=gen(0))
+    assert torch.equal(GaussianNoise(0.01)([x], gen(3))[0], x + 0.01 * torch.randn(1000, generator=gen(3)))
+    g = gen(3)
+    e1, e2 = torch.empty(1000).exponential_(generator=g), torch.empty(1000).exponential_(generator=g)
+    assert torch.equal(LaplacianNoise(0.01)([x], gen(3))[0], x + 0.01 * (e1 - e2))
+
+
+def rms(t):
+    return float(t.double().square().mean().sqrt())
+
+
+@pytest.mark.parametrize("scale", [1e-6, 1e3])
+def test_relative_noise_is_a_fraction_of_each_tensors_rms(scale):
+    big = torch.randn(200_000, generator=gen(1)) * scale + 0.5 * scale  # RMS sqrt(1.25) * scale
+    small = torch.randn(50, 40, generator=gen(2)) * 1e-3  # a second tensor of another size and scale
+    for d, std_per_unit in ((GaussianNoise(0.1, relative=True), 1.0), (LaplacianNoise(0.1, relative=True), math.sqrt(2))):
+        out = d([big, small], gen(0))
+        noise = out[0] - big
+        assert abs(float(noise.double().std()) / (0.1 * std_per_unit * rms(big)) - 1) < 0.02
+        assert abs(float(noise.double().mean())) < 0.01 * 0.1 * rms(big)
+        if d.kind == "laplacian":  # b = fraction * RMS: mean |noise| = b
+            assert abs(float(noise.double().abs().mean()) / (0.1 * rms(big)) - 1) < 0.02
+        small_noise = out[1] - small  # each tensor its own RMS
+        assert 0.7 < float(small_noise.std()) / (0.1 * std_per_unit * rms(small)) < 1.3
+
+
+@settings(max_examples=60, deadline=None)
+@given(x=tensors, c=st.sampled_from([1e-4, 0.5, 3.0, 1e4]), seed=st.integers(0, 2**16),
+       family=st.sampled_from([GaussianNoise, LaplacianNoise]))
+def test_relative_noise_is_scale_invariant(x, c, seed, family):
+    """defense(c * g) = c * defense(g) with the same draws: one spec is one strength at any scale."""
+    d = family(0.2, relative=True)
+    scaled = d([c * x], gen(seed))[0]
+    assert torch.allclose(scaled, c * d([x], gen(seed))[0], rtol=1e-4, atol=1e-6 * c * float(x.abs().max()))
+
+
+def test_relative_noise_leaves_a_zero_tensor_alone():
+    zero, x = torch.zeros(3, 4), torch.randn(10, generator=gen(0))
+    for d in (GaussianNoise(0.5, relative=True), LaplacianNoise(0.5, relative=True)):
+        out = d([zero, x, torch.zeros(0)], gen(1))
+        assert torch.equal(out[0], zero) and not torch.equal(out[1], x) and out[2].numel() == 0
+    huge = torch.full((4,), 1e30)  # its square overflows float32; its RMS does not
+    assert torch.isfinite(GaussianNoise(0.1, relative=True)([huge], gen(0))[0]).all()
+
+
+def test_relative_noise_is_noise():
+    from dlg_utils.attacks import _ADAPTIVE_PLAIN, attack_config
+    from dlg_utils.frontier import NOISE
+    shapes = [(6, 3, 5, 5), (6,)]
+    for spec, kind in (("gaussian-rel:0.1", "gaussian"), ("laplacian-rel:0.1", "laplacian")):
+        d = defense_from_spec(spec)
+        assert d.kind == kind and kind in NOISE and d.relative
+        assert attack_config("adaptive", spec) == _ADAPTIVE_PLAIN  # nothing to undo, as for noise
+        assert d.bits(shapes) == GaussianNoise(0.1).bits(shapes) == 456 * 32  # float32 entries
+        assert d.share([torch.ones(3)], gen()).bounds is None
+
+
+def test_describe_says_what_a_noise_number_is():
+    assert describe("gaussian:0.01") == "Gaussian noise of std 0.01 (variance 0.0001) added"
+    assert describe("laplacian:0.01") == "Laplacian noise of scale 0.01 (std 0.0141) added"
+    assert describe("gaussian-rel:0.1") == "Gaussian noise of std 0.1 x each tensor's RMS added"
+    assert describe("laplacian-rel:0.1") == "Laplacian noise of scale 0.1 x each tensor's RMS (std 0.141 x RMS) added"
+
+
 def test_half_precision():
     x = torch.tensor([1e-3, 1.0 / 3, 1e5, -1e5])
     h = HalfPrecision()([x])[0]
@@ -131,7 +198,8 @@ def test_mixed_precision_wrong_mode_breaks_the_gradient():
 
 
 @pytest.mark.parametrize("spec", ["none", "uniform:16", "stochastic:16", "sparsity:0.2", "gaussian:0.001",
-                                  "laplacian:0.001", "half", "mixed", "mixed:random:3"])
+                                  "laplacian:0.001", "gaussian-rel:0.1", "laplacian-rel:0.05", "half", "mixed",
+                                  "mixed:random:3"])
 def test_spec_round_trip(spec):
     d = defense_from_spec(spec)
     assert d.name == spec and defense_from_spec(d.name).name == spec
@@ -140,14 +208,32 @@ def test_spec_round_trip(spec):
 
 
 @pytest.mark.parametrize("spec", ["uniform:1", "uniform:2.5", "sparsity:1", "sparsity:-0.1", "gaussian:-1",
-                                  "bogus:3", "uniform", "half:2", "mixed:zigzag"])
+                                  "bogus:3", "uniform", "half:2", "mixed:zigzag", "gaussian-rel", "gaussian-rel:nan"])
 def test_bad_specs_raise(spec):
     with pytest.raises(ValueError):
         defense_from_spec(spec)
 
 
+@pytest.mark.parametrize("spec, form", [("gaussian-rel:-1", "gaussian-rel:FRACTION"),
+                                        ("gaussian-rel:abc", "gaussian-rel:FRACTION"),
+                                        ("laplacian-rel:-0.1", "laplacian-rel:FRACTION"),
+                                        ("gaussian:x", "gaussian:STD"), ("uniform:x", "uniform:LEVELS")])
+def test_a_bad_number_names_its_valid_form(spec, form):
+    with pytest.raises(ValueError, match=f"bad defense spec .*valid: {form}"):
+        defense_from_spec(spec)
+
+
+def test_an_unknown_spec_lists_every_form_and_what_noise_numbers_mean():
+    with pytest.raises(ValueError) as e:
+        defense_from_spec("gaussian-relative:0.1")
+    for form in ("gaussian:STD", "laplacian:SCALE", "gaussian-rel:FRACTION", "laplacian-rel:FRACTION", "mixed"):
+        assert form in str(e.value)
+    assert "not a variance" in str(e.value)
+
+
 @pytest.mark.parametrize("d", [NoDefense(), UniformQuantization(4), StochasticRounding(4), Sparsification(0.5),
-                               GaussianNoise(1.0), HalfPrecision(), MixedPrecision()])
+                               GaussianNoise(1.0), GaussianNoise(0.1, relative=True), HalfPrecision(),
+                               MixedPrecision()])
 def test_nan_gradients_raise(d):
     with pytest.raises(ValueError, match="NaN"):
         d([torch.tensor([1.0, float("nan")])], gen())
