@@ -23,8 +23,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .attacks import LABEL_SOURCES, AttackConfig, attack_config
-from .cases import shared_gradient
+from .attacks import LABEL_COUNTS, LABEL_SOURCES, AttackConfig, attack_config
+from .cases import Case, ServerView, shared_gradient
 from .config import progress_enabled
 from .defenses import Defense, NoDefense, SharedGradient
 from .engine import AttackResult, Chunk, Trial, best_restart
@@ -55,14 +55,52 @@ def idlg_label(target_grads: Sequence[torch.Tensor], source: str = "weight") -> 
 
 
 
-def initial_label(config: AttackConfig, given, grads: Sequence[torch.Tensor]) -> torch.Tensor | None:
-    """The one decision of how a trial's label is found: ``given`` labels (an int, a tensor of
-    N labels) are used as they are; ``"idlg"``, or no label under an attack whose ``label`` is
-    ``"idlg"``, reads it from the shared gradient (:func:`idlg_label` with the attack's
-    ``label_source``); otherwise ``None``: the attack learns a soft dummy label (DLG)."""
+def count_labels(target_grads: Sequence[torch.Tensor], n: int, method: str = "bias-corrected") -> torch.Tensor:
+    """The ``n`` labels of a batch's gradient (or FedAvg update: a sum of gradients), counted
+    from the last layer; sorted, since a count has no order.
+
+    ``"bias-corrected"`` (breaching's default): the last bias gradient is the batch's mean of
+    softmax - onehot; every class with a negative entry is in the batch; the mean negative
+    entry per image, m = sum of the negative entries / n, is the impact of one image, taken off
+    each found class; the remaining labels go one at a time to the most negative entry, which
+    loses m each time. ``"wainakh-simple"`` (Wainakh et al. 2022): the same two stages on the
+    last weight gradient summed over its inputs, with impact m = sum of the negative entries *
+    (1 + 1/K) / n (breaching's code decrements a stale index in stage 2; we decrement the chosen
+    class). Both assume one layer of non-negative features for the weight rule and a last bias
+    for the bias rule."""
+    if method not in LABEL_COUNTS:
+        raise ValueError(f"label counting method must be one of {LABEL_COUNTS}, got {method!r}")
+    if isinstance(n, bool) or int(n) != n or n < 1:
+        raise ValueError(f"n must be an integer >= 1, got {n!r}")
+    dim = 1 if method == "bias-corrected" else 2
+    found = [g for g in target_grads if g.dim() == dim]
+    if not found:
+        raise ValueError(f"no {'1-D (bias)' if dim == 1 else '2-D (linear layer weight)'} gradient for {method!r}")
+    g = (found[-1] if dim == 1 else found[-1].sum(dim=-1)).detach().double().cpu().clone()
+    K = len(g)
+    negative = (g < 0).nonzero().flatten()
+    negative = negative[g[negative].argsort()][:n]  # the most negative first, at most n of them
+    labels = negative.tolist()
+    impact = float(g[g < 0].sum()) / n * ((1 + 1 / K) if dim == 2 else 1.0)
+    g[negative] -= impact
+    while len(labels) < n:
+        chosen = int(g.argmin())
+        labels.append(chosen)
+        g[chosen] -= impact
+    return torch.tensor(sorted(labels))
+
+
+def initial_label(config: AttackConfig, given, grads: Sequence[torch.Tensor], n: int = 1) -> torch.Tensor | None:
+    """The one decision of how a trial's labels are found: ``given`` labels (an int, a tensor
+    of ``n`` labels) are used as they are; ``"idlg"``, or none given under an attack whose
+    ``label`` is ``"idlg"``, reads them from the shared update: one image by :func:`idlg_label`
+    with the attack's ``label_source``, a batch by :func:`count_labels` with its
+    ``label_count``; otherwise ``None``: the attack learns soft dummy labels (DLG)."""
     if given is None and config.label == "learn":
         return None
     if given is None or (isinstance(given, str) and given == "idlg"):
+        if n > 1:
+            return count_labels(grads, n, config.label_count)
         return torch.tensor([idlg_label(grads, config.label_source)])
     if isinstance(given, str):
         raise ValueError(f"label must be an int, a tensor of labels, 'idlg' or None, got {given!r}")
@@ -101,7 +139,7 @@ def dlg_batch(models: nn.Module | Sequence[nn.Module], targets: Sequence, *, ima
               num_classes: int, labels=None, seeds: Sequence[int] | int = 0, ground_truths=None,
               attack: str | AttackConfig | Sequence = "dlg", chunk_size: int = 64, progress: bool | None = None,
               on_result: Callable[[int, AttackResult], None] | None = None, compile: bool = False,
-              **settings) -> list[AttackResult]:
+              cases: Case | Sequence[Case] | None = None, **settings) -> list[AttackResult]:
     """Run T = len(targets) independent attack trials at once; returns one
     :class:`AttackResult` per trial. With the default ``attack="dlg"`` each is the same (to
     floating-point tolerance) as a separate DLG run with ``torch.optim.LBFGS``.
@@ -120,6 +158,9 @@ def dlg_batch(models: nn.Module | Sequence[nn.Module], targets: Sequence, *, ima
     graph of all its trials (the same values to float tolerance; measured 1.5x faster
     evaluations for 64 LeNet trials on 2 CPU cores, after a compile of 5-20 s per chunk shape);
     attacks that are not :attr:`~dlg_utils.attacks.AttackConfig.compilable` run eager.
+    ``cases``: the public training of each trial's update (:class:`~dlg_utils.cases.Case`: its
+    batch size must be the N of ``image_shape``); None is one gradient of the N images. The
+    attacker unrolls it on its dummy batch.
     """
     T = len(targets)
     if T == 0:
@@ -128,19 +169,22 @@ def dlg_batch(models: nn.Module | Sequence[nn.Module], targets: Sequence, *, ima
     labels, seeds = _trial_list(labels, T, "labels"), _trial_list(seeds, T, "seeds")
     truths = _trial_list(ground_truths, T, "ground_truths")
     model_list = _trial_list(models, T, "models") if isinstance(models, (list, tuple)) else None
-    configs = [attack_config(a, s.defense, **settings) for a, s in zip(_trial_list(attack, T, "attack"), shared)]
-    labels = [initial_label(c, label, s.grads) for c, label, s in zip(configs, labels, shared)]
+    n = int(image_shape[0]) if len(image_shape) == 4 else 1
+    case_list = [c or Case(batch_size=n) for c in _trial_list(cases, T, "cases")]
+    configs = [attack_config(a, s.defense, c.dp is not None, **settings)
+               for a, s, c in zip(_trial_list(attack, T, "attack"), shared, case_list)]
+    labels = [initial_label(c, label, s.grads, n) for c, label, s in zip(configs, labels, shared)]
     # configs are equal when they run the same computation (name and label source aside): DLG
-    # and iDLG trials, say, share a batch
-    groups: dict[AttackConfig, list[int]] = {}
+    # and iDLG trials, say, share a batch; trials of one batch also share the case's training
+    groups: dict[tuple, list[int]] = {}
     for t, config in enumerate(configs):
-        groups.setdefault(config, []).append(t)
+        groups.setdefault((config, case_list[t]), []).append(t)
     results: list[AttackResult | None] = [None] * T
     show = progress_enabled() if progress is None else progress
     names = sorted({c.name for c in configs})
     bar = tqdm(total=sum(c.iterations * c.restarts for c in configs), desc=f"{'+'.join(names).upper()} x{T}",
                disable=not show, unit="it", mininterval=2)
-    for config, members in groups.items():
+    for (config, case), members in groups.items():
         runs = [Trial(shared[t], labels[t], int(seeds[t]), r, truths[t], model_list[t] if model_list else None)
                 for t in members for r in range(config.restarts)]
         owner = [t for t in members for _ in range(config.restarts)]
@@ -157,7 +201,8 @@ def dlg_batch(models: nn.Module | Sequence[nn.Module], targets: Sequence, *, ima
                     if on_result is not None:
                         on_result(t, results[t])
 
-            Chunk(None if model_list else models, part, image_shape, num_classes, config, compile=compile).run(bar, done)
+            Chunk(None if model_list else models, part, image_shape, num_classes, config, compile=compile,
+                  case=case).run(bar, done)
     bar.close()
     return results
 
@@ -182,3 +227,18 @@ def dlg(model: nn.Module, target_grads: Sequence[torch.Tensor] | SharedGradient,
         kwargs["iterations"] = iterations
     return dlg_batch(model, [target_grads], image_shape=image_shape, num_classes=num_classes,
                      labels=[label], seeds=[seed], ground_truths=[ground_truth], **kwargs)[0]
+
+
+def attack_view(view: ServerView, attack: str | AttackConfig = "ig", *, seed: int = 0, labels=None,
+                progress: bool | None = None, **settings) -> AttackResult:
+    """Attack what a server received (:class:`~dlg_utils.cases.ServerView`): B dummy images
+    matched jointly against the update, through the case's local training (FedAvg's steps
+    unrolled, DP-SGD's clipping applied to the dummy's per-example gradients). The labels are
+    counted from the update unless given (by the attack's ``label``). Nothing here can see the
+    client's data: score the result with :func:`~dlg_utils.metrics.score_batch` and the secret."""
+    if not isinstance(view, ServerView):
+        raise TypeError(f"attack_view takes a ServerView (cases.client_update), got {type(view).__name__}")
+    B = view.case.batch_size
+    return dlg_batch(view.model, [view.update], image_shape=(B, *view.image_shape), num_classes=view.num_classes,
+                     labels=[labels], seeds=[seed], attack=attack, cases=[view.case], progress=progress,
+                     **settings)[0]

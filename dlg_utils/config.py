@@ -44,3 +44,25 @@ def free_cores() -> int:
     except OSError:
         busy = 0
     return max(1, min(cores, cores - busy))
+
+
+def slice_arguments(parser, study: str) -> None:
+    """The options every resumable study script shares: ``--out`` (the folder of its JSON-lines
+    file), ``--budget-s`` (a slice's length), ``--threads`` and ``--quick`` (``study`` names the
+    file, for the help)."""
+    parser.add_argument("--out", default="results", help=f"folder of {study} (default: results)")
+    parser.add_argument("--budget-s", type=float, default=None,
+                        help="start no new part after this many seconds (re-run to continue)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--quick", action="store_true", help="a minute-scale version, for a smoke run")
+
+
+def start_slice(args):
+    """Apply ``--threads`` and return ``over()``: whether the slice's ``--budget-s`` is spent."""
+    import time
+
+    import torch
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    start = time.perf_counter()
+    return lambda: args.budget_s is not None and time.perf_counter() - start > args.budget_s

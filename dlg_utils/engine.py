@@ -91,6 +91,14 @@ def check_inputs(model: nn.Module, image_shape: Sequence[int], num_classes: int)
     return shape
 
 
+def attacker_seed(seed: int) -> int:
+    """The seed of the attacker's own randomness in a trial of dummy seed ``seed``: a stream
+    apart from the client's, which the trial's seed draws (torch's CPU generator keeps only 32
+    bits of a seed, so an offset of 2**32 would replay the client's draws)."""
+    import numpy as np
+    return int(np.random.SeedSequence([int(seed), 1]).generate_state(1)[0])
+
+
 @dataclass
 class Trial:
     """One engine trial: what it attacks and how its dummy starts. ``label``: the trial's N
@@ -150,9 +158,9 @@ class Chunk:
         self.truth = torch.stack([torch.zeros(self.shape) if t.truth is None else t.truth.detach().reshape(self.shape)
                                   for t in trials]).to(self.device, self.dtype)
         # redraw_defense replays the client's own draws (seed 000's simulation); the attacker's
-        # BPDA draws its own, from a stream apart from the client's (seed + 2**32)
+        # BPDA draws its own, from a stream apart from the client's (numpy's SeedSequence of (seed, 1))
         self.generators = [torch.Generator(self.device).manual_seed(t.seed) for t in trials]
-        self.attacker_generators = [torch.Generator(self.device).manual_seed(2 ** 32 + t.seed) for t in trials]
+        self.attacker_generators = [torch.Generator(self.device).manual_seed(attacker_seed(t.seed)) for t in trials]
         if config.optimizer == "lbfgs":
             self.opt = BatchedLBFGS(self.x0, lr=config.lr, max_iter=config.max_iter,
                                     tolerance_grad=config.tolerance_grad, tolerance_change=config.tolerance_change,

@@ -16,7 +16,7 @@ rewrites the project's committed files.
 from __future__ import annotations
 
 import base64
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, Sequence
 
@@ -29,11 +29,12 @@ from tqdm.auto import tqdm
 
 from .attack import dlg_batch
 from .attacks import AttackConfig, attack_config
-from .cases import shared_gradient
+from .cases import Case, Secret, client_update, shared_gradient
 from .config import progress_enabled
 from .defenses import SharedGradient, defense_from_spec
 from .engine import AttackResult
-from .storage import RowStore, canonical, config_key, model_fingerprint, tensor_digest
+from .metrics import label_count_accuracy, score_batch
+from .storage import ADDED, RowStore, canonical, config_key, model_fingerprint, tensor_digest
 
 def _unique(keys: list[str]) -> None:
     if len(set(keys)) != len(keys):
@@ -68,6 +69,23 @@ def sweep(trials: Iterable, run: Callable, path: str | Path | None = None, *, co
     return store.frame(keys)
 
 
+def per_image(rows: pd.DataFrame) -> pd.DataFrame:
+    """One row per attacked image from rows of case trials (their ``per_image`` records, scored
+    after matching): the trial's columns, ``image`` the data's index of that true image, and
+    its mse / l1 / psnr / ssim / label / true_label. Rows without ``per_image`` pass as they are."""
+    out = []
+    for _, r in rows.iterrows():
+        records = r.get("per_image")
+        if not isinstance(records, list):
+            out.append(r.to_dict())
+            continue
+        images = r["image"] if isinstance(r["image"], list) else [r["image"]]
+        base = r.drop(labels=[c for c in ("per_image", "history", "image_u8", "snapshots") if c in r.index]).to_dict()
+        for rec in records:
+            out.append({**base, **rec, "image": int(images[rec["slot"]]), "batch_images": images})
+    return pd.DataFrame(out)
+
+
 def expand_histories(rows: pd.DataFrame, keep: Iterable[str] = ("image", "seed", "defense", "model"),
                      column: str = "history") -> pd.DataFrame:
     """A tidy table from a sweep whose rows carry a list of records in ``column`` (an attack's
@@ -81,46 +99,87 @@ def expand_histories(rows: pd.DataFrame, keep: Iterable[str] = ("image", "seed",
 
 @dataclass(frozen=True)
 class AttackTrial:
-    """One attack trial: image ``image`` of the data, dummy seed ``seed`` (which also draws the
-    defense's randomness), ``defense`` (a spec), ``attack`` (a name of the catalogue,
-    ``"adaptive"`` or a key of ``configs``), the ``model`` it attacks (a key of the models
-    given), ``settings`` (:class:`~dlg_utils.attacks.AttackConfig` fields that override the
-    attack's: iterations, label_source...) and ``tags`` (columns that name the trial in
-    tables, e.g. a design). Every field is part of the key."""
+    """One attack trial: image ``image`` of the data (or a tuple of B images, for a ``case`` of
+    batch size B), dummy seed ``seed`` (which also draws the client's randomness: the defense,
+    DP-SGD's noise), ``defense`` (a spec), ``attack`` (a name of the catalogue, ``"adaptive"``
+    or a key of ``configs``), the ``model`` it attacks (a key of the models given),
+    ``settings`` (:class:`~dlg_utils.attacks.AttackConfig` fields that override the attack's:
+    iterations, label_source...), ``tags`` (columns that name the trial in tables, e.g. a
+    design) and ``case`` (:class:`~dlg_utils.cases.Case`, what the client computes: None is one
+    gradient of one image through ``defense``; a case carries its own defense, and ``defense``
+    must then be "none"). Every field is part of the key."""
 
-    image: int
+    image: int | tuple[int, ...]
     seed: int = 0
     defense: str = "none"
     attack: str = "dlg"
     model: str = "model"
     settings: Mapping = field(default_factory=dict)
     tags: Mapping = field(default_factory=dict)
+    case: Case | None = field(default=None, metadata=ADDED)
 
     def __post_init__(self):
-        if not isinstance(self.image, (int, np.integer)) or not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
-            raise ValueError(f"a trial's image and seed are integers (seed >= 0), got image={self.image!r}, "
+        images = self.images
+        if not images or not all(isinstance(i, (int, np.integer)) and i >= 0 for i in images) or \
+                not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
+            raise ValueError(f"a trial's images and seed are integers >= 0, got image={self.image!r}, "
                              f"seed={self.seed!r}")
         defense_from_spec(self.defense)  # a bad spec fails here, with the valid forms
+        if self.case is not None:
+            if not isinstance(self.case, Case):
+                raise ValueError(f"a trial's case is a cases.Case or None, got {self.case!r}")
+            if len(images) != self.case.batch_size:
+                raise ValueError(f"the case's batch size is {self.case.batch_size} but the trial names "
+                                 f"{len(images)} images")
+            if defense_from_spec(self.defense).kind != "none":
+                raise ValueError("a trial with a case takes its defense from the case (Case.defense); "
+                                 f"leave the trial's defense 'none', got {self.defense!r}")
+        elif len(images) != 1:
+            raise ValueError(f"a trial of {len(images)} images needs a case of that batch size")
+        if isinstance(self.image, (tuple, list)):
+            object.__setattr__(self, "image", tuple(int(i) for i in self.image))
+
+    @property
+    def images(self) -> tuple[int, ...]:
+        """The data's indices of the trial's images."""
+        return tuple(self.image) if isinstance(self.image, (tuple, list)) else (self.image,)
+
+    @property
+    def shared_defense(self) -> str:
+        """The defense on what the client sends: the case's, or the trial's."""
+        return self.case.defense if self.case is not None else self.defense
 
     def config(self, configs: Mapping[str, AttackConfig] | None = None) -> AttackConfig:
         """The attack this trial runs: its catalogue entry (or ``configs[attack]``) against its
         defense, with its ``settings``."""
         base = (configs or {}).get(self.attack, self.attack)
-        return attack_config(base, self.defense, **dict(self.settings))
+        dp = self.case is not None and self.case.dp is not None
+        return attack_config(base, self.shared_defense, dp, **dict(self.settings))
 
     def columns(self) -> dict:
-        """The trial's fields as a row's columns (tags flattened)."""
-        return {"image": int(self.image), "seed": int(self.seed), "defense": self.defense, "attack": self.attack,
-                "model": self.model, **dict(self.tags)}
+        """The trial's fields as a row's columns (tags flattened; a case as its fields and
+        ``case``, its description; a batch's images as a list)."""
+        image = int(self.image) if len(self.images) == 1 and not isinstance(self.image, tuple) else list(self.images)
+        out = {"image": image, "seed": int(self.seed), "defense": self.shared_defense, "attack": self.attack,
+               "model": self.model, **dict(self.tags)}
+        if self.case is not None:
+            c = self.case
+            out.update(case=c.describe(), batch_size=c.batch_size, local_steps=c.local_steps,
+                       dp_epsilon=c.dp.epsilon if c.dp else None, dp_noise=c.dp.noise if c.dp else 0.0)
+        return out
 
 
 @dataclass
 class Prepared:
-    """A trial made ready for the engine: what the attacker gets and what it should find."""
+    """A trial made ready for the engine: what the attacker gets and what it should find. For
+    a trial with a case, ``truth`` is None (the engine never sees the data) and ``secret``
+    holds the client's batch, used only to score the result."""
 
     target: SharedGradient
-    truth: torch.Tensor
-    true_label: int
+    truth: torch.Tensor | None
+    true_label: int | list[int]
+    case: Case | None = None
+    secret: Secret | None = None
 
 
 class DatasetTargets:
@@ -141,12 +200,21 @@ class DatasetTargets:
 
     def describe(self, trial: AttackTrial) -> dict:
         """What of the data the trial's result depends on (cheap: no gradient)."""
+        if trial.case is not None:
+            items = [self.item(replace(trial, image=i, case=None)) for i in trial.images]
+            return {"source": "case", "images": [tensor_digest(x) for x, _ in items], "labels": [y for _, y in items]}
         x, y = self.item(trial)
         return {"source": "dataset", "image": tensor_digest(x), "label": y}
 
     def prepare(self, model: nn.Module, trial: AttackTrial, config: AttackConfig) -> Prepared:
-        x, y = self.item(trial)
         device = next(model.parameters()).device
+        if trial.case is not None:  # the client of the case; the attack gets only its view
+            items = [self.item(replace(trial, image=i, case=None)) for i in trial.images]
+            x = torch.stack([x for x, _ in items]).to(device)
+            view, secret = client_update(trial.case, model, x, torch.tensor([y for _, y in items], device=device),
+                                         torch.Generator(device).manual_seed(int(trial.seed)), config.redraw_defense)
+            return Prepared(view.update, None, secret.labels.tolist(), trial.case, secret)
+        x, y = self.item(trial)
         x = x[None].to(device)
         shared = shared_gradient(model, x, torch.tensor([y], device=device), trial.defense,
                                  torch.Generator(device).manual_seed(int(trial.seed)), config.redraw_defense)
@@ -187,15 +255,28 @@ class Execution:
             raise ValueError(f"chunk_size and slice_size must be >= 1, got {self.chunk_size}, {self.slice_size}")
 
 
-def trial_row(result: AttackResult, true_label: int, options: RowOptions = RowOptions()) -> dict:
+def trial_row(result: AttackResult, true_label: int | list[int], options: RowOptions = RowOptions(),
+              secret: Secret | None = None) -> dict:
     """One sweep row from an attack's result: final metrics, label, convergence, time, and what
-    ``options`` keeps (:class:`RowOptions`; :func:`row_image` reads a kept image back)."""
+    ``options`` keeps (:class:`RowOptions`; :func:`row_image` reads a kept image back). Given
+    the ``secret`` of a case, the metrics come from scoring the reconstructions against it
+    after matching (:func:`~dlg_utils.metrics.score_batch`): ``per_image`` holds one record per
+    true image, the metric columns their mean, ``label_accuracy`` the share of labels found."""
     keep_history, keep_image = options.keep_history, options.keep_image
     if not isinstance(keep_image, bool):
         keep_image = result.seed in keep_image
     final = result.final if len(result.history) else pd.Series(dtype=float)
-    row = {"true_label": int(true_label), "label": int(result.label[0]),
-           "label_correct": bool(int(result.label[0]) == int(true_label)),
+    if secret is not None:
+        scored = score_batch(result.image.view_as(secret.images), secret.images, result.label, secret.labels)
+        final = pd.Series({**final.to_dict(), **pd.DataFrame(scored)[["mse", "l1", "psnr", "ssim"]].mean().to_dict()})
+    if isinstance(true_label, list) and len(true_label) > 1:
+        label = {"true_label": list(true_label), "label": result.label.tolist(),
+                 "label_correct": bool(sorted(result.label.tolist()) == sorted(true_label)),
+                 "label_accuracy": label_count_accuracy(result.label, true_label)}
+    else:
+        true = int(true_label[0] if isinstance(true_label, list) else true_label)
+        label = {"true_label": true, "label": int(result.label[0]), "label_correct": int(result.label[0]) == true}
+    row = {**label,
            **{k: float(final.get(k, float("nan"))) for k in ("grad_distance", "mse", "l1", "psnr", "ssim")},
            "converged": result.converged, "converged_at": result.converged_at,
            "diverged": result.diverged, "iterations_run": int(final.get("iteration", -1)),
@@ -210,6 +291,8 @@ def trial_row(result: AttackResult, true_label: int, options: RowOptions = RowOp
         pixels = (result.image.detach().clamp(0, 1) * 255).round().to(torch.uint8).cpu()
         row["image_shape"] = list(pixels.shape)
         row["image_u8"] = base64.b64encode(pixels.numpy().tobytes()).decode("ascii")
+    if secret is not None:
+        row["per_image"] = scored
     if options.keep_snapshots:
         row["snapshots"] = {int(k): v[0].numpy().round(4).tolist() for k, v in result.snapshots.items()
                             if k in options.keep_snapshots}
@@ -247,22 +330,24 @@ class _Attacks:
         trial, result)`` as each finishes."""
         models = [self.model(t.model) for _, _, t, _ in part]
         ready = [self.targets.prepare(m, t, a) for m, (_, _, t, a) in zip(models, part)]
-        shapes = {tuple(p.truth.shape) for p in ready}
+        shapes = {tuple((p.truth if p.secret is None else p.secret.images).shape) for p in ready}
         if len(shapes) > 1:
             raise ValueError(f"the trials of one batch have images of different shapes {sorted(shapes)}")
 
         def save(i: int, result: AttackResult) -> None:
             key, config, trial, attack = part[i]
             row = {**trial.columns(), "iterations": attack.iterations,
-                   **trial_row(result, ready[i].true_label, self.rows)}
+                   **trial_row(result, ready[i].true_label, self.rows, ready[i].secret)}
             emit(key, config, row, trial, result)
 
         run = self.execution
+        num_classes = ready[0].target.grads[-1].shape[0]  # the last layer's bias
         dlg_batch(models if run.per_trial_models else models[0], [p.target for p in ready],
-                  image_shape=ready[0].truth.shape, num_classes=ready[0].target.grads[-1].shape[0],
+                  image_shape=next(iter(shapes)), num_classes=num_classes,
                   seeds=[int(t.seed) for _, _, t, _ in part], ground_truths=[p.truth for p in ready],
                   attack=[a for _, _, _, a in part], on_result=save, chunk_size=run.chunk_size,
-                  progress=run.progress if run.executor == "local" else False, compile=run.compile)
+                  progress=run.progress if run.executor == "local" else False, compile=run.compile,
+                  cases=[p.case for p in ready])
 
     def rows_of(self, part: list) -> list[tuple]:
         """Every trial's (key, config, row, trial, result): what a Ray task sends back."""
@@ -313,8 +398,8 @@ def run_attacks(trials: Iterable[AttackTrial], models: nn.Module | dict[str, nn.
     by_model: dict = {}
     for (key, config, attack), trial in zip(keyed, trials):
         if key not in store:
-            by_model.setdefault(None if execution.per_trial_models else trial.model, []).append(
-                (key, config, trial, attack))
+            group = (None if execution.per_trial_models else trial.model, len(trial.images))  # one batch size each
+            by_model.setdefault(group, []).append((key, config, trial, attack))
     size = execution.chunk_size if execution.executor == "ray" else execution.slice_size
     attacks = _Attacks(models, targets, rows, execution)
     parts = [group[lo:lo + size] for group in by_model.values() for lo in range(0, len(group), size)]

@@ -51,6 +51,7 @@ from tqdm.auto import tqdm
 
 from .codec import (ARRAYS, RANGES, UPDATE, Policy, as_policy, decode_update, encode_update, payload_bytes,
                     to_numpy, to_record, wrong_modes)
+from .cases import RDP_ORDERS, noise_multiplier
 from .config import progress_enabled
 from .data import load_dataset, num_classes as count_classes
 from .defenses import MixedPrecision
@@ -260,16 +261,12 @@ def dataset_options(cfg: FLConfig) -> dict[str, int]:
     return {"in_channels": channels, "num_classes": count_classes(data), "image_size": size}
 
 
-RDP_ORDERS = [1 + x / 10.0 for x in range(1, 100)] + list(range(12, 256))  # Opacus' default, extended
-
-
 def dp_noise_multiplier(cfg: FLConfig, examples: int) -> float:
-    """The DP-SGD noise multiplier that spends ``cfg.dp_epsilon`` over all rounds (RDP)."""
-    from opacus.accountants.utils import get_noise_multiplier  # opacus takes seconds to import: only for DP
+    """The DP-SGD noise multiplier that spends ``cfg.dp_epsilon`` over all rounds (RDP;
+    :func:`~dlg_utils.cases.noise_multiplier`, the project's one calibration)."""
     sample_rate = min(1.0, cfg.batch_size / examples)
     steps = cfg.rounds * cfg.local_epochs * math.ceil(1 / sample_rate)
-    return get_noise_multiplier(target_epsilon=cfg.dp_epsilon, target_delta=cfg.dp_delta,
-                                sample_rate=sample_rate, steps=steps, accountant="rdp", alphas=RDP_ORDERS)
+    return noise_multiplier(cfg.dp_epsilon, cfg.dp_delta, sample_rate, steps)
 
 
 def local_train(model: torch.nn.Module, data: Dataset, cfg: FLConfig, seed: int,

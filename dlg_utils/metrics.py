@@ -57,3 +57,38 @@ def image_metrics(image: torch.Tensor, truth: torch.Tensor) -> dict[str, float]:
     """mse, l1, psnr and ssim of one image (C x H x W or N x C x H x W, averaged over N)
     against the truth, the image clamped to [0, 1] first."""
     return image_table(image[None], truth[None])[0]
+
+
+def score_batch(images: torch.Tensor, truths: torch.Tensor, labels=None, true_labels=None) -> list[dict]:
+    """Per true image, the reconstruction matched to it and their metrics: the optimal one-to-one
+    matching of the N reconstructions to the N true images (scipy's ``linear_sum_assignment`` on
+    the pairwise MSE of the clamped images; breaching matches by LPIPS, which needs downloaded
+    weights). Each row: ``slot`` (the true image's position), ``match`` (the reconstruction's),
+    mse / l1 / psnr / ssim, and, given the labels, ``label`` / ``true_label`` of the pair."""
+    from scipy.optimize import linear_sum_assignment
+    if images.dim() == 3:
+        images, truths = images[None], truths[None]
+    if images.shape != truths.shape:
+        raise ValueError(f"reconstructions {tuple(images.shape)} and true images {tuple(truths.shape)} differ in shape")
+    x, y = images.detach().float().clamp(0, 1).cpu(), truths.detach().float().cpu()
+    cost = ((y[:, None] - x[None]) ** 2).flatten(2).mean(2)  # [true, reconstruction]
+    rows, cols = linear_sum_assignment(cost.numpy())
+    matched = x[torch.as_tensor(cols)]
+    values = {name: fn(matched, y).tolist() for name, fn in METRICS.items()}
+    out = []
+    for i, (r, c) in enumerate(zip(rows.tolist(), cols.tolist())):
+        row = {"slot": r, "match": c, **{name: v[i] for name, v in values.items()}}
+        if labels is not None and true_labels is not None:
+            row["label"], row["true_label"] = int(labels[c]), int(true_labels[r])
+        out.append(row)
+    return out
+
+
+def label_count_accuracy(labels, true_labels) -> float:
+    """The fraction of a batch's labels found, as multisets: |found ∩ true| / N (a count of
+    labels has no order)."""
+    from collections import Counter
+    found, true = Counter(int(v) for v in labels), Counter(int(v) for v in true_labels)
+    if sum(true.values()) == 0:
+        raise ValueError("no true labels")
+    return sum((found & true).values()) / sum(true.values())

@@ -4,7 +4,9 @@ Imports only :mod:`~dlg_utils.config` and :mod:`~dlg_utils.data`.
 """
 from __future__ import annotations
 
-from .config import quick_mode
+from pathlib import Path
+
+from .config import RESULTS_DIR, quick_mode
 from .data import load_dataset
 
 
@@ -23,3 +25,12 @@ def present(name: str) -> bool:
         return True
     except FileNotFoundError:
         return False
+
+
+def results_folder(quick: bool) -> Path:
+    """Where a notebook's studies store their rows: ``results/`` (the committed full runs), or
+    a fresh temporary folder in quick mode, so that a quick run neither reads nor writes them."""
+    if quick:
+        import tempfile
+        return Path(tempfile.mkdtemp())
+    return RESULTS_DIR

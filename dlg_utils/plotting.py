@@ -7,6 +7,7 @@ from typing import Sequence
 
 import matplotlib
 import matplotlib.lines
+import matplotlib.ticker
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -201,3 +202,88 @@ def leak_grid(rows: pd.DataFrame, truth: torch.Tensor, title: str, path: str | P
         fig.text(0.01, 0, caption, fontsize=7, va="top", ha="left", wrap=True)
     if path is not None:
         save_figure(fig, path)
+
+
+def case_success_plot(summary: pd.DataFrame, title: str, criteria: Sequence[str] = ("ssim", "psnr", "mse"),
+                      path: str | Path | None = None) -> plt.Figure:
+    """Share of images recovered (with its exact 95% interval) against the batch size B, one
+    line per number of local steps E, one panel per (criterion, model state): the table of
+    :func:`~dlg_utils.deployment.cell_summary`."""
+    from .stats import CRITERIA, clopper_pearson
+    states = list(dict.fromkeys(summary["model"]))
+    fig, axes = plt.subplots(len(criteria), len(states), figsize=(3.6 * len(states), 2.5 * len(criteria) + 0.6),
+                             sharex=True, sharey=True, squeeze=False)
+    colors = dict(zip(sorted(summary["E"].unique()), sns.color_palette("colorblind")))
+    for r, name in enumerate(criteria):
+        for c, state in enumerate(states):
+            ax = axes[r][c]
+            for j, (E, g) in enumerate(summary[summary["model"] == state].groupby("E")):
+                g = g.sort_values("B")
+                k = (g[f"{name} recovered"] * g["images"]).round().astype(int)
+                bounds = np.array([clopper_pearson(a, b) for a, b in zip(k, g["images"])])
+                x = np.arange(len(g)) + (j - 0.5) * 0.12  # side by side: no interval hides another
+                ax.errorbar(x, g[f"{name} recovered"], yerr=[g[f"{name} recovered"] - bounds[:, 0],
+                                                             bounds[:, 1] - g[f"{name} recovered"]],
+                            marker="o", capsize=3, color=colors[E], label=f"E = {E} local step{'s' * (E > 1)}")
+                ax.set_xticks(np.arange(len(g)), [str(b) for b in g["B"]])
+            ax.set_ylim(-0.05, 1.05)
+            ax.set_title(f"{state} model, {CRITERIA[name].describe()}", fontsize=9)
+            if c == 0:
+                ax.set_ylabel("images recovered")
+            if r == len(criteria) - 1:
+                ax.set_xlabel("batch size B")
+    axes[0][0].legend(fontsize=8, loc="best")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return _finish(fig, path)
+
+
+def case_gallery(truths: torch.Tensor, rows: Sequence[tuple[str, torch.Tensor]], title: str,
+                 path: str | Path | None = None) -> plt.Figure:
+    """The true images on top, then one row per (label, reconstructions), each reconstruction
+    under the true image it was matched to (N x C x H x W each)."""
+    if not rows:
+        raise ValueError("nothing to show")
+    ncols = len(truths)
+    fig, axes = plt.subplots(len(rows) + 1, ncols, figsize=(0.85 * ncols + 1.9, 0.85 * (len(rows) + 1) + 0.8),
+                             squeeze=False)
+    for r, (label, images) in enumerate([("true", truths), *rows]):
+        for k in range(ncols):
+            if k < len(images):
+                _show(axes[r][k], images[k])
+            else:
+                axes[r][k].axis("off")
+        axes[r][0].set_ylabel(label, fontsize=7, rotation=0, ha="right", va="center")
+    fig.suptitle(title, fontsize=9, wrap=True)
+    fig.tight_layout()
+    return _finish(fig, path)
+
+
+def budget_plot(table: pd.DataFrame, title: str, path: str | Path | None = None) -> plt.Figure:
+    """Median SSIM (and the range over images) against the attack's iterations, one line per
+    (attack, defense), one panel per input domain: :func:`~dlg_utils.strength.budget_table`."""
+    domains = list(dict.fromkeys(table["domain"]))
+    fig, axes = plt.subplots(1, len(domains), figsize=(4.4 * len(domains), 3.4), sharey=True, squeeze=False)
+    lines = sorted({(a, d) for a, d in zip(table["attack"], table["defense"])})
+    colors = dict(zip(lines, sns.color_palette("colorblind", len(lines))))
+    for ax, domain in zip(axes[0], domains):
+        part = table[table["domain"] == domain]
+        for j, ((attack, defense), g) in enumerate(part.groupby(["attack", "defense"])):
+            g = g.sort_values("budget")
+            x = g["budget"] * (1 + 0.04 * (j - len(lines) / 2))  # side by side on the log axis
+            ax.errorbar(x, g["median ssim"], yerr=[g["median ssim"] - g["min ssim"], g["max ssim"] - g["median ssim"]],
+                        marker="o", capsize=3, color=colors[(attack, defense)], label=f"{attack} vs {defense}")
+        ax.set_xscale("log")
+        budgets = sorted(part["budget"].unique())
+        ax.set_xticks(budgets, [f"{b:,}" for b in budgets])
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+        ax.axhline(0.5, color="gray", lw=0.8, ls=":")
+        ax.set_xlabel("iterations (each a run of its own)")
+        ax.set_title(domain, fontsize=9)
+    axes[0][0].set_ylabel("SSIM (median; bars: min-max over images)")
+    axes[0][0].set_ylim(-0.05, 1.05)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(lines), fontsize=8, frameon=False)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    return _finish(fig, path)

@@ -41,7 +41,8 @@ import torch
 from IPython.display import Markdown, display
 
 from dlg_utils import frontier as fr
-from dlg_utils.config import RESULTS_DIR, quick_mode
+from dlg_utils.config import quick_mode
+from dlg_utils.notebook import results_folder
 from dlg_utils.data import load_dataset
 from dlg_utils.metrics import ssim
 from dlg_utils.plotting import best_reconstructions, frontier_plot, metric_curves, save_figure, threshold_plot
@@ -49,11 +50,7 @@ from dlg_utils.stats import CRITERIA
 
 QUICK = quick_mode()  # DLG_QUICK=1 (or CI): a minute-scale run in a temporary folder
 SETUP = fr.quick_setup() if QUICK else fr.Setup()
-if QUICK:
-    import tempfile
-    OUT = __import__("pathlib").Path(tempfile.mkdtemp())
-else:
-    OUT = RESULTS_DIR
+OUT = results_folder(QUICK)  # results/, or a temporary folder in quick mode
 images = load_dataset("samples-gray28")
 print("quick mode:", QUICK, "| results in", OUT)
 
@@ -77,8 +74,10 @@ winner = pilot_table.groupby(level="model").idxmax().map(lambda t: t[1])
 display(Markdown(
     "Median SSIM over the pilot's images; the best candidate per defense: "
     + "; ".join(f"**{m}**: " + ", ".join(f"{d} → {winner.loc[m, d]}" for d in winner.columns) for m in winner.index)
-    + ". `attacks.ADAPTIVE` uses **box-ig** against quantizers (uniform, stochastic, half, mixed int8/int16) and "
-    "**bpda-ig** against sparsification; against noise and no defense it is IG itself (nothing to undo). Against "
+    + ". The adaptive attacker uses **box-ig** against quantizers (uniform, stochastic, half, mixed int8/int16) and "
+    "**bpda-ig** against sparsification; this study ran it only there (`frontier.COMMITTED_ATTACKS`: IG in pixel "
+    "units; the catalogue's IG now runs as its authors do, and its adaptive attacker also matches noise by its "
+    "likelihood: notebook 10, docs/attacks.md). Against "
     "mixed int8/int16, whose grid is fine, plain IG does as well as any candidate; each trial of the frontier "
     "counts its best attack, so IG's result stands there."))
 

@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 FENCE = re.compile(r"^```python[ \t]*\n(.*?)^```[ \t]*$", re.DOTALL | re.MULTILINE)
 # calls that run an attack (or train, simulate, sweep): a block with one is slow
-SLOW_CALL = re.compile(r"\b(dlg|dlg_batch|reference_dlg|run_attacks|attack_sweep|sweep|run_privacy|"
+SLOW_CALL = re.compile(r"\b(dlg|dlg_batch|attack_view|reference_dlg|run_attacks|attack_sweep|sweep|run_privacy|"
                        r"run_utility|run_pilot|train|run_federated|leakage_sweep)\s*\(")
 TIMEOUT_S = 300
 
@@ -95,3 +95,23 @@ def test_relative_links_resolve(page):
     targets = [t.split("#")[0] for t in LINK.findall(text) if "://" not in t and not t.startswith("#")]
     missing = [t for t in targets if t and not (page.parent / t).exists()]
     assert not missing, f"{page.relative_to(ROOT)}: broken links {missing}"
+
+
+def test_code_map_lists_modules_bottom_up():
+    """The README's code map says each module imports only modules listed before it: check
+    every ``from .x import`` of every module of the package (its functions' too)."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text[text.index("## The code, bottom up"):text.index("## Documentation")]
+    order = []
+    for line in section.splitlines():
+        if line.startswith("| `"):
+            order += re.findall(r"`(\w+)`", line.split("|")[1])
+    package = ROOT / "dlg_utils"
+    modules = {p.stem for p in package.glob("*.py")} - {"__init__"}
+    assert sorted(set(order)) == sorted(modules), "the code map lists every module once"
+    for name in order:
+        tree = ast.parse((package / f"{name}.py").read_text(encoding="utf-8"))
+        used = {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.level == 1
+                and n.module}
+        late = [m for m in used if order.index(m) > order.index(name)]
+        assert not late, f"{name} imports {late}, listed after it"

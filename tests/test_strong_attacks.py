@@ -130,8 +130,17 @@ def test_attack_names_and_settings_are_checked():
         attack_config("ig", step_size=0.1)
     assert attack_config("adaptive", "uniform:16").distance == "interval"
     assert attack_config("adaptive", "sparsity:0.4").straight_through
-    assert attack_config("adaptive", "gaussian:0.01") == replace(ATTACKS["ig"], name="adaptive")  # IG stands
-    assert attack_config("ig", iterations=10).iterations == 10 and ATTACKS["ig"].iterations == 4000
+    # against noise: the noise's likelihood (squared distance relative to the target, no box:
+    # Gaussian noise and DP-SGD; absolute distance: Laplacian), with IG's machinery and prior
+    for spec, distance in (("gaussian:0.01", "interval"), ("gaussian-rel:0.1", "interval"),
+                           ("laplacian:0.01", "l1-rel"), ("laplacian-rel:0.1", "l1-rel")):
+        assert attack_config("adaptive", spec) == replace(ATTACKS["ig"], name="adaptive", distance=distance)
+    assert attack_config("adaptive", "none", dp=True).distance == "interval"
+    assert attack_config("adaptive", "none") == replace(ATTACKS["ig"], name="adaptive")  # nothing to know: IG
+    # Inverting Gradients at its authors' budget and in their units (reconstruct_image.py)
+    ig = ATTACKS["ig"]
+    assert (ig.iterations, ig.space, ig.lr, ig.tv, ig.signed, ig.boxed) == (24_000, "normalized", 0.1, 1e-4, True, True)
+    assert attack_config("ig", iterations=10).iterations == 10
 
 
 @pytest.fixture(scope="module")

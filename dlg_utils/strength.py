@@ -1,0 +1,88 @@
+"""How strong our attackers are, measured before they judge a defense.
+
+Two studies on pilot images that the frontier never scores (:data:`PILOT_IMAGES`):
+
+- the budget curve: success of Inverting Gradients as its authors run it (and of the
+  defense-aware attacker built on it) against its iteration budget, 1,000, 4,000 and 24,000
+  (the authors' ``reconstruct_image.py``), each budget a run of its own (the step size decays
+  at fixed fractions of the run); it shows where the attack saturates on these models;
+- the pilot at 3x32x32: which defense-aware attacker works through 16-level quantization on
+  the seeds' input size, with the box distance under L-BFGS and under IG's machinery,
+  restarts, a stronger image prior, BPDA and longer budgets.
+
+Both attack DLG's LeNet at its initialisation (the frontier's attacked model), dummy seed 0.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+
+from .attacks import ADAPTIVE, ATTACKS, AttackConfig
+from .experiments import AttackTrial, DatasetTargets, Execution, RowOptions, run_attacks
+
+# embedded samples 1, 5, 9 and 13 (three photos and a garment): the issue's pilot images; the
+# frontier at operating points scores other images
+PILOT_IMAGES = (1, 5, 9, 13)
+BUDGETS = (1000, 4000, 24_000)
+_BOX = replace(ADAPTIVE["uniform"], name="box-ig")
+CANDIDATES: dict[str, AttackConfig] = {
+    "ig": ATTACKS["ig"],
+    "box-ig": _BOX,  # the catalogue's adaptive attacker against quantizers
+    "box-ig-tv0.01": replace(_BOX, name="box-ig-tv0.01", tv=1e-2),  # a 100x stronger TV prior
+    "box-ig-4restarts": replace(_BOX, name="box-ig-4restarts", restarts=4),
+    "bpda-ig": replace(ATTACKS["ig"], name="bpda-ig", straight_through=True),
+    "box-lbfgs": replace(ATTACKS["idlg"], name="box-lbfgs", distance="interval"),
+    "idlg": ATTACKS["idlg"],  # the control: DLG's L-BFGS on the plain L2 distance, label from the gradient
+}
+# (candidate, defense, budgets) of each domain's study
+PLAN = {
+    "samples": [("ig", "none", BUDGETS), ("ig", "uniform:16", BUDGETS), ("box-ig", "uniform:16", BUDGETS),
+                ("box-ig-tv0.01", "uniform:16", (4000,)), ("box-ig-4restarts", "uniform:16", (4000,)),
+                ("bpda-ig", "uniform:16", (4000,)), ("box-lbfgs", "uniform:16", (300, 1000)),
+                ("idlg", "none", (300,)), ("idlg", "uniform:16", (300,))],
+    "samples-gray28": [("ig", "none", BUDGETS[:2]), ("ig", "uniform:16", BUDGETS[:2]),
+                       ("box-ig", "uniform:16", BUDGETS[:2])],
+}
+
+
+def quick_plan() -> dict:
+    """:data:`PLAN` at budgets of 40 and 80 iterations (a smoke run, CI)."""
+    return {d: [(a, df, (40, 80)) for a, df, _ in steps] for d, steps in PLAN.items()}
+
+
+def strength_trials(domain: str, images=PILOT_IMAGES, plan: dict | None = None) -> list[AttackTrial]:
+    """Every (candidate, defense, budget, image) of ``domain``'s plan, dummy seed 0, the label
+    read from the gradient (LeNet's last weight: non-negative features)."""
+    plan = (plan or PLAN)[domain]
+    return [AttackTrial(int(i), 0, d, a, "lenet", {"iterations": int(b)}, {"budget": int(b), "domain": domain})
+            for a, d, budgets in plan for b in budgets for i in images]
+
+
+def run_strength(domain: str, data, model, path: str | Path | None, images=PILOT_IMAGES, plan: dict | None = None,
+                 over: Callable[[], bool] = lambda: False, progress: bool | None = None) -> pd.DataFrame:
+    """Run ``domain``'s trials, cheapest budget first, each row (with its 8-bit reconstruction)
+    stored at ``path`` as it finishes; ``over()`` is asked between budgets (a time budget) and
+    stops the study there. Returns the rows stored so far of the trials run."""
+    trials = strength_trials(domain, images, plan)
+    frames = []
+    for budget in sorted({t.settings["iterations"] for t in trials}):
+        if over():
+            break
+        part = [t for t in trials if t.settings["iterations"] == budget]
+        frames.append(run_attacks(part, {"lenet": model}, DatasetTargets(data), path, configs=CANDIDATES,
+                                  rows=RowOptions(keep_history=False, keep_image=True),
+                                  execution=Execution(progress=progress, chunk_size=16)))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def budget_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per (domain, attack, defense, budget): images, median / min / max SSIM and PSNR, and the
+    share of images with SSIM >= 0.5."""
+    g = rows.groupby(["domain", "attack", "defense", "budget"])
+    out = g.agg(images=("ssim", "size"), **{"median ssim": ("ssim", "median"), "min ssim": ("ssim", "min"),
+                                            "max ssim": ("ssim", "max"), "median psnr": ("psnr", "median")})
+    out["ssim >= 0.5"] = g["ssim"].apply(lambda s: float((s >= 0.5).mean()))
+    return out.reset_index()
