@@ -17,6 +17,8 @@ change the model); a batch of one image then needs spatial size > 1 at every Bat
 """
 from __future__ import annotations
 
+import warnings
+from dataclasses import fields
 from typing import Callable, Iterable, Sequence
 
 import torch
@@ -67,7 +69,8 @@ def count_labels(target_grads: Sequence[torch.Tensor], n: int, method: str = "bi
     last weight gradient summed over its inputs, with impact m = sum of the negative entries *
     (1 + 1/K) / n (breaching's code decrements a stale index in stage 2; we decrement the chosen
     class). Both assume one layer of non-negative features for the weight rule and a last bias
-    for the bias rule."""
+    for the bias rule. With no negative entry at all there is nothing to count: a warning, and
+    the ``n`` smallest entries (cycling)."""
     if method not in LABEL_COUNTS:
         raise ValueError(f"label counting method must be one of {LABEL_COUNTS}, got {method!r}")
     if isinstance(n, bool) or int(n) != n or n < 1:
@@ -82,6 +85,11 @@ def count_labels(target_grads: Sequence[torch.Tensor], n: int, method: str = "bi
     negative = negative[g[negative].argsort()][:n]  # the most negative first, at most n of them
     labels = negative.tolist()
     impact = float(g[g < 0].sum()) / n * ((1 + 1 / K) if dim == 2 else 1.0)
+    if not len(negative):  # nothing to count from (a defense zeroed or shifted the layer): a spread guess
+        warnings.warn(f"count_labels: no negative entry in the last layer's gradient ({method}); returning the "
+                      f"{n} smallest entries, cycling", stacklevel=2)
+        order = g.argsort().tolist()
+        return torch.tensor(sorted(order[k % K] for k in range(n)))
     g[negative] -= impact
     while len(labels) < n:
         chosen = int(g.argmin())
@@ -235,9 +243,13 @@ def attack_view(view: ServerView, attack: str | AttackConfig = "ig", *, seed: in
     matched jointly against the update, through the case's local training (FedAvg's steps
     unrolled, DP-SGD's clipping applied to the dummy's per-example gradients). The labels are
     counted from the update unless given (by the attack's ``label``). Nothing here can see the
-    client's data: score the result with :func:`~dlg_utils.metrics.score_batch` and the secret."""
+    client's data: ``settings`` are :class:`~dlg_utils.attacks.AttackConfig` fields only; score
+    the result with :func:`~dlg_utils.metrics.score_batch` and the secret."""
     if not isinstance(view, ServerView):
         raise TypeError(f"attack_view takes a ServerView (cases.client_update), got {type(view).__name__}")
+    allowed = {f.name for f in fields(AttackConfig)}
+    if set(settings) - allowed:  # no way in for ground truth, or anything but the attack's settings
+        raise TypeError(f"attack_view takes AttackConfig fields as settings, not {sorted(set(settings) - allowed)}")
     B = view.case.batch_size
     return dlg_batch(view.model, [view.update], image_shape=(B, *view.image_shape), num_classes=view.num_classes,
                      labels=[labels], seeds=[seed], attack=attack, cases=[view.case], progress=progress,

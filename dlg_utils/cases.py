@@ -8,7 +8,8 @@ returns a :class:`ServerView` (the case, the global model it was sent and the up
 and a :class:`Secret` (the true images and labels). An attack reads only the view; the secret
 is used only to score (:func:`~dlg_utils.metrics.match_images`).
 
-The update is the sum of the local steps' gradients, ``(w_0 - w_E) / local_lr``: exactly the
+The update is the sum of the local steps (gradients, or SGD's momentum buffers),
+``(w_0 - w_E) / local_lr``: exactly the
 gradient of the batch for one step (FedSGD), and the weight difference Flower's clients send,
 rescaled by a learning rate the server knows, for E steps (Inverting Gradients and breaching
 match the weight difference itself; a scale changes no cosine distance). Client and attacker
@@ -27,10 +28,37 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 
 from .defenses import Defense, SharedGradient, defense_from_spec
+from .storage import ADDED
 
 
 def _params(model: nn.Module) -> list[torch.Tensor]:
     return [p for p in model.parameters() if p.requires_grad]
+
+
+def derived_seed(seed: int, stream: int) -> int:
+    """The seed of stream ``stream`` of a trial of seed ``seed`` (numpy's SeedSequence): the
+    client's randomness (DP noise, a random defense) and the attacker's own draws each come
+    from a stream apart from the dummy's, so that no party replays another's coins (torch's
+    CPU generator keeps only 32 bits of a seed: an offset of 2**32 would replay them)."""
+    import numpy as np
+    return int(np.random.SeedSequence([int(seed), int(stream)]).generate_state(1)[0])
+
+
+CLIENT_STREAM, ATTACKER_STREAM = 2, 1
+
+
+def batchnorm_frozen(model: nn.Module) -> nn.Module:
+    """A copy of a train-mode model whose BatchNorms use batch statistics and update nothing
+    (so that a functional evaluation changes no running statistics); other models as they are."""
+    if not model.training or not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        return model
+    import copy
+    model = copy.deepcopy(model)
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.track_running_stats = False
+            m.running_mean = m.running_var = m.num_batches_tracked = None
+    return model
 
 
 def noise_multiplier(epsilon: float, delta: float, sample_rate: float, steps: int) -> float:
@@ -64,6 +92,8 @@ class DPSGD:
     def __post_init__(self):
         if not self.clip > 0 or not self.noise >= 0:
             raise ValueError(f"DP-SGD needs clip > 0 and noise >= 0, got clip={self.clip!r}, noise={self.noise!r}")
+        if self.epsilon is not None and not self.epsilon > 0:
+            raise ValueError(f"epsilon must be > 0 (or None), got {self.epsilon!r}")
 
     @classmethod
     def at_epsilon(cls, epsilon: float, *, examples: int, batch_size: int, epochs: int = 1, clip: float = 1.0,
@@ -83,7 +113,8 @@ class Case:
     """The public configuration of what a client computes (the server sent it). ``batch_size``:
     B, the images behind one update. ``local_steps``: E (1: FedSGD, the batch's gradient; more:
     FedAvg, E plain SGD steps of ``local_lr``, each on ``local_batch`` images taken in order and
-    cycling, 0 meaning all B). ``dp``: DP-SGD at every step, or None. ``defense``: what the
+    cycling, 0 meaning all B; ``local_momentum``: torch SGD's momentum, as notebook 8's Flower
+    clients use). ``dp``: DP-SGD at every step, or None. ``defense``: what the
     client does to the update before sending it (a spec of
     :func:`~dlg_utils.defenses.defense_from_spec`). The model state is the model the server
     sent: it travels in the :class:`ServerView`."""
@@ -94,6 +125,7 @@ class Case:
     local_batch: int = 0
     dp: DPSGD | None = None
     defense: str = "none"
+    local_momentum: float = field(default=0.0, metadata=ADDED)
 
     def __post_init__(self):
         def count(name, least):
@@ -105,6 +137,8 @@ class Case:
         count("local_batch", 0)
         if not self.local_lr > 0:
             raise ValueError(f"Case.local_lr must be > 0, got {self.local_lr!r}")
+        if not 0 <= self.local_momentum < 1:
+            raise ValueError(f"Case.local_momentum must be in [0, 1), got {self.local_momentum!r}")
         if self.local_batch > self.batch_size:
             raise ValueError(f"Case.local_batch ({self.local_batch}) exceeds the batch size ({self.batch_size})")
         if self.dp is not None and not isinstance(self.dp, DPSGD):
@@ -117,17 +151,21 @@ class Case:
         return self.local_batch or self.batch_size
 
     def step_slices(self) -> list[slice]:
-        """The images of each local step: consecutive ``step_batch`` images, cycling over B."""
+        """The images of each local step: the batches of ``step_batch`` consecutive images (the
+        last one shorter where ``step_batch`` does not divide B), cycling as an unshuffled
+        DataLoader's epochs do. Under DP-SGD a short step divides by its own size (Opacus with
+        Poisson sampling divides by the expected batch size)."""
         b, B = self.step_batch, self.batch_size
-        starts = [(e * b) % B for e in range(self.local_steps)]
-        return [slice(s, s + b) if s + b <= B else slice(s, B) for s in starts]
+        per_epoch = math.ceil(B / b)
+        return [slice((e % per_epoch) * b, min((e % per_epoch + 1) * b, B)) for e in range(self.local_steps)]
 
     def describe(self) -> str:
         """The case in a few words, for a title or a table."""
         parts = [f"B={self.batch_size}"]
         parts.append("FedSGD" if self.local_steps == 1 else
                      f"FedAvg E={self.local_steps} lr={self.local_lr:g}" +
-                     (f" batch {self.local_batch}" if self.local_batch else ""))
+                     (f" batch {self.local_batch}" if self.local_batch else "") +
+                     (f" momentum {self.local_momentum:g}" if self.local_momentum else ""))
         if self.dp is not None:
             parts.append(f"DP-SGD clip {self.dp.clip:g} noise {self.dp.noise:.3g}" +
                          (f" (eps {self.dp.epsilon:g})" if self.dp.epsilon else ""))
@@ -179,7 +217,7 @@ def update_function(model: nn.Module, case: Case) -> Callable:
     if case.local_steps == 1 and case.dp is None:
         return lambda p, x, probs, noise=None: batch_grad(p, x, probs)
     each = vmap(grad(lambda p, x, q: loss(p, x[None], q[None])), in_dims=(None, 0, 0))
-    dp, lr, slices = case.dp, case.local_lr, case.step_slices()
+    dp, lr, momentum, slices = case.dp, case.local_lr, case.local_momentum, case.step_slices()
 
     def step(p, x, probs, noise):
         if dp is None:
@@ -193,15 +231,38 @@ def update_function(model: nn.Module, case: Case) -> Callable:
         return {n: total[n] / len(x) for n in names}
 
     def update(p, x, probs, noise=None):
-        w, total = p, None
+        w, total, buf = p, None, None
         for e, part in enumerate(slices):
             g = step(w, x[part], probs[part], noise)
-            total = g if total is None else {n: total[n] + g[n] for n in names}
+            # torch.optim.SGD's momentum buffer: the step is lr times it
+            buf = g if buf is None or not momentum else {n: momentum * buf[n] + g[n] for n in names}
+            total = buf if total is None else {n: total[n] + buf[n] for n in names}
             if e + 1 < len(slices):
-                w = {n: w[n] - lr * g[n] for n in names}
+                w = {n: w[n] - lr * buf[n] for n in names}
         return total
 
     return update
+
+
+def view_from_weights(case: Case, model: nn.Module, client_state: dict, image_shape, num_classes: int,
+                      defense=None) -> ServerView:
+    """The view of a server that sent ``model`` and received the client's weights
+    ``client_state`` (what a Flower client replies): the update ``(w_0 - w_E) / local_lr``,
+    taken as shared through ``defense`` (the client's, or the case's by default) without a box
+    unless the defense gives one from the update alone."""
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    missing = [n for n, _ in named if n not in client_state]
+    if missing:
+        raise ValueError(f"the client's weights lack {missing[:3]}: not this model's architecture")
+    grads = []
+    for n, p in named:
+        w = torch.as_tensor(client_state[n]).to(p.device, p.dtype)
+        if w.shape != p.shape:
+            raise ValueError(f"the client's {n} has shape {tuple(w.shape)}, the model's {tuple(p.shape)}")
+        grads.append((p.detach() - w) / case.local_lr)
+    chosen = defense_from_spec(case.defense if defense is None else defense)
+    return ServerView(case, model, tuple(image_shape), int(num_classes),
+                      SharedGradient(grads, chosen, chosen.bounds(grads)))
 
 
 def client_update(case: Case, model: nn.Module, images: torch.Tensor, labels, generator: torch.Generator | None = None,
@@ -219,16 +280,17 @@ def client_update(case: Case, model: nn.Module, images: torch.Tensor, labels, ge
     if len(images) != case.batch_size:
         raise ValueError(f"the case's batch size is {case.batch_size} but the client holds {len(images)} images")
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    out = model(images[:1])
-    K = out.shape[-1]
+    frozen = batchnorm_frozen(model)  # a train-mode BatchNorm uses the batch's statistics, updates none
+    with torch.no_grad():
+        K = frozen(images).shape[-1]
     if labels.min() < 0 or labels.max() >= K:
         raise ValueError(f"labels {labels.tolist()} out of range for a model with {K} outputs")
     noise = None
     if case.dp is not None:
         gen = generator if generator is not None else torch.Generator(images.device)
         noise = lambda name, shape: torch.randn(shape, generator=gen, device=images.device, dtype=images.dtype)
-    update = update_function(model, case)({n: p.detach() for n, p in named}, images, F.one_hot(labels, K).to(images.dtype),
-                                          noise)
+    update = update_function(frozen, case)(
+        {n: p.detach() for n, p in named}, images, F.one_hot(labels, K).to(images.dtype), noise)
     grads = [update[n].detach() for n, _ in named]
     if not all(torch.isfinite(g).all() for g in grads):
         raise ValueError("the client's update contains NaN or Inf")

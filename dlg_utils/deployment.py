@@ -29,8 +29,9 @@ class Study:
     """The grid: every model state x batch size B x local steps E, on the same ``images`` (split
     into consecutive batches of B), one dummy seed, DLG's L-BFGS for ``iterations`` (stopping
     once the gradient distance is below 1e-4) with the labels counted from the update; the
-    ``ig_states`` models' FedSGD cases also by Inverting Gradients (``ig_iterations``; the
-    budget curve of :mod:`~dlg_utils.strength` shows it flat from 1,000 to 4,000 on 1x28x28). An
+    ``ig_states`` models' FedSGD cases also by Inverting Gradients (``ig_iterations``; on the
+    untrained LeNet's 1x28x28 pilot images its budget curve, :mod:`~dlg_utils.strength`, is
+    flat from 1,000 to 4,000; the trained model's is not measured). An
     image counts what its best attack recovers. FedAvg steps use ``local_lr`` on the whole
     batch each step (Inverting Gradients' FedAvg setting)."""
 

@@ -13,7 +13,6 @@ turns NaN ends as diverged and leaves the others untouched.
 """
 from __future__ import annotations
 
-import copy
 import math
 import time
 from dataclasses import dataclass, field
@@ -27,7 +26,7 @@ from torch.func import grad_and_value, stack_module_state, vmap
 
 from .adam import BatchedAdam
 from .attacks import AUTHORS_MOMENTS, AttackConfig
-from .cases import Case, update_function
+from .cases import ATTACKER_STREAM, Case, batchnorm_frozen, derived_seed, update_function
 from .defenses import SharedGradient
 from .lbfgs import BatchedLBFGS
 from .memory import keep_freed_memory
@@ -59,18 +58,6 @@ class AttackResult:
         return self.history.iloc[-1]
 
 
-def _batchnorm_without_running_stats(model: nn.Module) -> nn.Module:
-    """A copy of a train-mode model whose BatchNorms use batch statistics and update nothing."""
-    if not model.training or not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
-        return model
-    model = copy.deepcopy(model)
-    for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            m.track_running_stats = False
-            m.running_mean = m.running_var = m.num_batches_tracked = None
-    return model
-
-
 def check_inputs(model: nn.Module, image_shape: Sequence[int], num_classes: int) -> tuple[int, ...]:
     """The dummy batch's shape N x C x H x W from ``image_shape`` (C x H x W is one image),
     checked once against the model with a forward pass of zeros: a shape the model cannot take
@@ -92,11 +79,8 @@ def check_inputs(model: nn.Module, image_shape: Sequence[int], num_classes: int)
 
 
 def attacker_seed(seed: int) -> int:
-    """The seed of the attacker's own randomness in a trial of dummy seed ``seed``: a stream
-    apart from the client's, which the trial's seed draws (torch's CPU generator keeps only 32
-    bits of a seed, so an offset of 2**32 would replay the client's draws)."""
-    import numpy as np
-    return int(np.random.SeedSequence([int(seed), 1]).generate_state(1)[0])
+    """The seed of the attacker's own randomness (BPDA's draws) in a trial of dummy seed ``seed``."""
+    return derived_seed(seed, ATTACKER_STREAM)
 
 
 @dataclass
@@ -121,14 +105,14 @@ class Chunk:
         self.config, self.trials, T = config, trials, len(trials)
         self.case = case or Case(batch_size=int(image_shape[0]) if len(image_shape) == 4 else 1)
         self.per_trial = model is None
-        base = _batchnorm_without_running_stats(trials[0].model if self.per_trial else model)
+        base = batchnorm_frozen(trials[0].model if self.per_trial else model)
         named = [(n, p) for n, p in base.named_parameters() if p.requires_grad]
         self.names = [n for n, _ in named]
         self.device, self.dtype = named[0][1].device, named[0][1].dtype
         if self.device.type == "cpu":
             keep_freed_memory()  # page faults were 40% of a batched evaluation's time
         if self.per_trial:
-            stacked, _ = stack_module_state([_batchnorm_without_running_stats(t.model) for t in trials])
+            stacked, _ = stack_module_state([batchnorm_frozen(t.model) for t in trials])
             self.params = {n: stacked[n].detach() for n in self.names}
         else:
             self.params = {n: p.detach() for n, p in named}
@@ -158,7 +142,7 @@ class Chunk:
         self.truth = torch.stack([torch.zeros(self.shape) if t.truth is None else t.truth.detach().reshape(self.shape)
                                   for t in trials]).to(self.device, self.dtype)
         # redraw_defense replays the client's own draws (seed 000's simulation); the attacker's
-        # BPDA draws its own, from a stream apart from the client's (numpy's SeedSequence of (seed, 1))
+        # BPDA draws its own, from a stream apart from the client's (cases.derived_seed)
         self.generators = [torch.Generator(self.device).manual_seed(t.seed) for t in trials]
         self.attacker_generators = [torch.Generator(self.device).manual_seed(attacker_seed(t.seed)) for t in trials]
         if config.optimizer == "lbfgs":

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from .attack import dlg_batch
 from .attacks import AttackConfig, attack_config
-from .cases import Case, Secret, client_update, shared_gradient
+from .cases import CLIENT_STREAM, Case, Secret, client_update, derived_seed, shared_gradient
 from .config import progress_enabled
 from .defenses import SharedGradient, defense_from_spec
 from .engine import AttackResult
@@ -211,8 +211,8 @@ class DatasetTargets:
         if trial.case is not None:  # the client of the case; the attack gets only its view
             items = [self.item(replace(trial, image=i, case=None)) for i in trial.images]
             x = torch.stack([x for x, _ in items]).to(device)
-            view, secret = client_update(trial.case, model, x, torch.tensor([y for _, y in items], device=device),
-                                         torch.Generator(device).manual_seed(int(trial.seed)), config.redraw_defense)
+            client = torch.Generator(device).manual_seed(derived_seed(trial.seed, CLIENT_STREAM))  # not the dummy's
+            view, secret = client_update(trial.case, model, x, torch.tensor([y for _, y in items], device=device), client)
             return Prepared(view.update, None, secret.labels.tolist(), trial.case, secret)
         x, y = self.item(trial)
         x = x[None].to(device)
@@ -367,6 +367,9 @@ def attack_keys(trials: Sequence[AttackTrial], models: nn.Module | dict[str, nn.
         if not isinstance(trial, AttackTrial):
             raise TypeError(f"trials are AttackTrial objects, got {type(trial).__name__}: {trial!r}")
         attack = trial.config(configs)
+        if trial.case is not None and attack.redraw_defense:
+            raise ValueError("redraw_defense replays the client's defense on its true update, which a server never "
+                             "has: not for a trial with a case")
         if trial.model not in prints:
             prints[trial.model] = model_fingerprint(lookup.model(trial.model))
         config = {"kind": "attack", "trial": canonical(trial), "attack": canonical(attack),

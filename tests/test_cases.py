@@ -59,6 +59,27 @@ def test_fedavg_update_equals_torch_sgd(gray):
     assert [(s.start, s.stop) for s in case.step_slices()] == [(0, 2), (2, 4), (0, 2)]
 
 
+def test_momentum_and_a_servers_view_from_weights(gray):
+    """With momentum, the update is torch.optim.SGD's; a server that receives the client's
+    weights (as a Flower client replies) builds the same view (view_from_weights)."""
+    from dlg_utils.cases import view_from_weights
+    model, (x, y) = lenet(), batch(gray, [0, 1, 2, 3])
+    case = Case(batch_size=4, local_steps=3, local_lr=0.05, local_batch=2, local_momentum=0.9)
+    view, _ = client_update(case, model, x, y)
+    ref = lenet()
+    opt = torch.optim.SGD(ref.parameters(), lr=0.05, momentum=0.9)
+    for part in case.step_slices():
+        opt.zero_grad()
+        F.cross_entropy(ref(x[part]), y[part]).backward()
+        opt.step()
+    seen = view_from_weights(case, model, ref.state_dict(), (1, 28, 28), 10)
+    for mine, theirs in zip(view.update.grads, seen.update.grads):
+        torch.testing.assert_close(mine, theirs, rtol=1e-3, atol=1e-5)
+    with pytest.raises(ValueError, match="not this model's architecture"):
+        view_from_weights(case, model, get_model("lenet5").state_dict(), (1, 28, 28), 10)
+    assert "momentum 0.9" in case.describe()
+
+
 def test_dp_sgd_step_equals_opacus(gray):
     """One DP-SGD step without noise is Opacus's: per-example clipping to ``clip``, the mean."""
     from opacus import GradSampleModule
@@ -102,6 +123,7 @@ def test_dp_calibration_from_epsilon():
     (dict(local_steps=1.5), "local_steps must be an integer >= 1"),
     (dict(local_lr=0), "local_lr must be > 0"),
     (dict(batch_size=2, local_batch=3), "exceeds the batch size"),
+    (dict(local_momentum=1.0), "local_momentum must be in"),
     (dict(defense="blur"), "unknown defense spec"),
 ])
 def test_bad_cases_are_refused(kwargs, match):
@@ -272,13 +294,60 @@ def test_ig_starts_inside_the_normalisation_unclamped(gray):
     assert abs(float(start["normalized"].clamp(0, 1).mean()) - 0.19) < 0.05
 
 
-def test_bpda_draws_its_own_coins():
+def test_bpda_draws_its_own_coins(monkeypatch):
+    """The straight-through defense gets the attacker's generator, whose draws are not the
+    client's (the trial seed's)."""
+    import dlg_utils.engine as engine
     from dlg_utils.engine import Chunk, Trial
     model = lenet()
     x = torch.rand(1, 1, 28, 28)
     shared = shared_gradient(model, x, torch.tensor([1]), "stochastic:8", torch.Generator().manual_seed(5))
+    handed = []
+    original = engine.straight_through
+    monkeypatch.setattr(engine, "straight_through", lambda d, g, gen: handed.append(gen) or original(d, g, gen))
     chunk = Chunk(model, [Trial(shared, torch.tensor([1]), seed=5)], (1, 1, 28, 28), 10,
                   AttackConfig(straight_through=True, iterations=1))
-    mine = torch.rand(100, generator=chunk.attacker_generators[0])
+    chunk.run(type("Bar", (), {"update": lambda self, n: None})(), lambda t, r: None)
+    assert handed and all(g is chunk.attacker_generators[0] for g in handed)
+    mine = torch.rand(100, generator=torch.Generator().manual_seed(engine.attacker_seed(5)))
     client = torch.rand(100, generator=torch.Generator().manual_seed(5))
     assert not torch.equal(mine, client)
+
+
+def test_attack_view_takes_no_ground_truth(gray):
+    model, (x, y) = lenet(), batch(gray, [1])
+    view, secret = client_update(Case(), model, x, y)
+    with pytest.raises(TypeError, match="AttackConfig fields"):
+        attack_view(view, "idlg", iterations=1, ground_truths=[secret.images])
+    with pytest.raises(ValueError, match="not for a trial with a case"):
+        attack_sweep([AttackTrial(1, attack="idlg", case=Case(), settings={"redraw_defense": True})], model, gray)
+
+
+def test_a_case_clients_coins_are_not_the_dummys():
+    from dlg_utils.cases import CLIENT_STREAM, derived_seed
+    assert len({derived_seed(s, CLIENT_STREAM) for s in range(100)} & set(range(100))) == 0
+    with pytest.raises(ValueError, match="epsilon must be > 0"):
+        DPSGD(epsilon=-1.0)
+
+
+def test_local_batches_cycle_as_a_dataloader():
+    case = Case(batch_size=5, local_steps=5, local_batch=2)
+    assert [(s.start, s.stop) for s in case.step_slices()] == [(0, 2), (2, 4), (4, 5), (0, 2), (2, 4)]
+
+
+def test_counting_with_nothing_to_count_is_a_defined_guess():
+    with pytest.warns(UserWarning, match="no negative entry"):
+        found = count_labels([torch.zeros(10)], 3)
+    assert found.tolist() == sorted(found.tolist()) and len(found) == 3
+
+
+def test_a_batchnorm_model_in_train_mode(gray):
+    """The client's update of a train-mode BatchNorm model uses the batch's statistics and
+    changes no running statistic (as the attacker's dummy does)."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
+                                torch.nn.Flatten(), torch.nn.Linear(4 * 26 * 26, 10)).train()
+    before = model[1].running_mean.clone()
+    x, y = batch(gray, [0, 1])
+    view, _ = client_update(Case(batch_size=2, local_steps=2), model, x, y)
+    assert torch.equal(model[1].running_mean, before) and all(torch.isfinite(g).all() for g in view.update.grads)

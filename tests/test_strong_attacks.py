@@ -133,7 +133,7 @@ def test_attack_names_and_settings_are_checked():
     # against noise: the noise's likelihood (squared distance relative to the target, no box:
     # Gaussian noise and DP-SGD; absolute distance: Laplacian), with IG's machinery and prior
     for spec, distance in (("gaussian:0.01", "interval"), ("gaussian-rel:0.1", "interval"),
-                           ("laplacian:0.01", "l1-rel"), ("laplacian-rel:0.1", "l1-rel")):
+                           ("laplacian:0.01", "l1-rel"), ("laplacian-rel:0.1", "l1-rel")):  # -rel: the same kind
         assert attack_config("adaptive", spec) == replace(ATTACKS["ig"], name="adaptive", distance=distance)
     assert attack_config("adaptive", "none", dp=True).distance == "interval"
     assert attack_config("adaptive", "none") == replace(ATTACKS["ig"], name="adaptive")  # nothing to know: IG
