@@ -21,14 +21,17 @@ import torchvision
 from torchvision import transforms
 
 SAMPLES_FILE = Path(__file__).resolve().parent / "samples" / "samples.npz"
+PHOTOS_FILE = SAMPLES_FILE.with_name("photos32.npz")
 FASHION_MNIST_DEBIAN = Path("/usr/share/datasets/fashion-mnist")
 TORCHVISION = {"cifar10": torchvision.datasets.CIFAR10, "cifar100": torchvision.datasets.CIFAR100,
                "mnist": torchvision.datasets.MNIST, "fashion-mnist": torchvision.datasets.FashionMNIST}
-NAMES = ("samples", "samples-gray28", *TORCHVISION)
+NAMES = ("samples", "samples-gray28", "photos32", *TORCHVISION)
 
 
 class SampleImages(Dataset):
-    """The embedded set: 12 colour photos and 20 Fashion-MNIST images, all 3x32x32 (see SOURCES.md)."""
+    """An embedded set (see SOURCES.md): ``samples`` (12 colour photos and 20 Fashion-MNIST
+    images, all 3x32x32) or ``photos32`` (70 distinct 3x32x32 crops of scikit-image's 7 bundled
+    colour photos, one class per photo)."""
 
     def __init__(self, path: Path = SAMPLES_FILE):
         with np.load(path) as f:
@@ -95,7 +98,8 @@ def load_dataset(name: str, train: bool = True, root: str | Path | None = None,
 
     ``download=None`` downloads only when ``DLG_DOWNLOAD=1``; a missing data set raises
     ``FileNotFoundError`` naming where it looked and the command that gets it.
-    ``samples`` has a single split and ignores ``train``. Fashion-MNIST's four ``*-ubyte.gz``
+    The embedded sets (``samples``, ``samples-gray28``, ``photos32``) have a single split and
+    ignore ``train``. Fashion-MNIST's four ``*-ubyte.gz``
     files (Debian's package, or copied into ``root``) are unpacked into ``root`` on first use.
     """
     key = str(name).strip().lower().replace("_", "-")
@@ -104,6 +108,8 @@ def load_dataset(name: str, train: bool = True, root: str | Path | None = None,
         return SampleImages()
     if key == "samples-gray28":
         return SampleImages().grayscale(28)
+    if key == "photos32":
+        return SampleImages(PHOTOS_FILE)
     if key not in TORCHVISION:
         raise ValueError(f"unknown data set {name!r}; choose one of {NAMES}")
     name = key

@@ -23,6 +23,8 @@ from .training import load_checkpoint
 # SGD lr 0.01, momentum 0.9, batch 128; test accuracy in each checkpoint's metadata)
 STATES = {"init": "lenet_fashion-mnist_start.pt", "trained": "lenet_fashion-mnist_converged.pt"}
 
+ROWS = RowOptions(keep_history=False, keep_image=True)  # what a row keeps: metrics and the 8-bit reconstruction
+
 
 @dataclass(frozen=True)
 class Study:
@@ -99,7 +101,7 @@ def run_study(study: Study, data, path: str | Path | None, models: dict[str, nn.
         if over():
             break
         part = [t for t in trials if (t.attack != study.attack, t.case.local_steps, t.case.batch_size) == (other, E, B)]
-        frames.append(attack_sweep(part, models, data, path, rows=RowOptions(keep_history=False, keep_image=True),
+        frames.append(attack_sweep(part, models, data, path, rows=ROWS,
                                    execution=Execution(progress=progress)))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 

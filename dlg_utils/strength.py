@@ -48,6 +48,8 @@ PLAN = {
     "samples-gray28": [("ig", "none", BUDGETS), ("ig", "uniform:16", BUDGETS), ("box-ig", "uniform:16", BUDGETS)],
 }
 
+ROWS = RowOptions(keep_history=False, keep_image=True)  # what a row keeps: metrics and the 8-bit reconstruction
+
 
 def quick_plan() -> dict:
     """:data:`PLAN` at budgets of 40 and 80 iterations (a smoke run, CI)."""
@@ -74,7 +76,7 @@ def run_strength(domain: str, data, model, path: str | Path | None, images=PILOT
             break
         part = [t for t in trials if t.settings["iterations"] == budget]
         frames.append(run_attacks(part, {"lenet": model}, DatasetTargets(data), path, configs=CANDIDATES,
-                                  rows=RowOptions(keep_history=False, keep_image=True),
+                                  rows=ROWS,
                                   execution=Execution(progress=progress, chunk_size=16)))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 

@@ -1,8 +1,12 @@
-"""Build dlg_utils/samples/samples.npz: the small embedded image set that ships with the package.
+"""Build the embedded image sets that ship with the package (see dlg_utils/samples/SOURCES.md):
 
-12 colour 32x32 photos cropped from scikit-image's bundled images and 20 Fashion-MNIST test
-images (the first two of each class), padded to 32x32 and repeated to 3 channels.
-Run once (needs scikit-image and /usr/share/datasets/fashion-mnist); see SOURCES.md.
+- dlg_utils/samples/samples.npz: 12 colour 32x32 photos cropped from scikit-image's bundled
+  images and 20 Fashion-MNIST test images (the first two of each class), padded to 32x32 and
+  repeated to 3 channels;
+- dlg_utils/samples/photos32.npz: 70 distinct 32x32 colour crops, 10 from each of scikit-image's
+  7 bundled photos (the colour images the frontier at operating points scores).
+
+Run once (needs scikit-image and /usr/share/datasets/fashion-mnist).
 """
 import gzip
 from pathlib import Path
@@ -13,6 +17,10 @@ from skimage.transform import resize
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 OUT = Path(__file__).resolve().parents[1] / "dlg_utils" / "samples" / "samples.npz"
+PHOTOS32 = OUT.with_name("photos32.npz")
+# (skimage function, class name) of photos32, one class per photo
+PHOTO_SOURCES = [("astronaut", "astronaut"), ("chelsea", "cat"), ("coffee", "coffee"), ("rocket", "rocket"),
+                 ("hubble_deep_field", "galaxies"), ("immunohistochemistry", "tissue"), ("retina", "retina")]
 FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
                    "Sneaker", "Bag", "Ankle boot"]
 # (skimage function, class name, crop as (top, left, size) or None for the central square)
@@ -44,6 +52,33 @@ def fashion(per_class: int = 2):
     return np.repeat(padded[..., None], 3, axis=-1), labels[picked], picked
 
 
+def crops(fn: str, per_photo: int = 10, short_side: int = 128) -> tuple[list[np.ndarray], list[str]]:
+    """``per_photo`` 32x32 crops of one photo: the photo resized (anti-aliased) to ``short_side``
+    pixels on its short side, cut into a grid of non-overlapping 32x32 tiles, the tiles with
+    the most texture (standard deviation of their pixels) kept, in grid order."""
+    img = getattr(skimage.data, fn)()[..., :3]
+    h, w = img.shape[:2]
+    scale = short_side / min(h, w)
+    small = (resize(img, (round(h * scale), round(w * scale)), anti_aliasing=True) * 255).round().astype(np.uint8)
+    tiles = [(r, c) for r in range(0, small.shape[0] - 31, 32) for c in range(0, small.shape[1] - 31, 32)]
+    texture = [small[r:r + 32, c:c + 32].std() for r, c in tiles]
+    kept = sorted(sorted(range(len(tiles)), key=lambda i: -texture[i])[:per_photo])
+    return ([small[tiles[i][0]:tiles[i][0] + 32, tiles[i][1]:tiles[i][1] + 32] for i in kept],
+            [f"scikit-image data.{fn}() resized to short side {short_side}, tile at {tiles[i]}" for i in kept])
+
+
+def photos32() -> None:
+    images, labels, sources = [], [], []
+    for k, (fn, _) in enumerate(PHOTO_SOURCES):
+        tiles, where = crops(fn)
+        images += tiles
+        labels += [k] * len(tiles)
+        sources += where
+    np.savez_compressed(PHOTOS32, images=np.stack(images), labels=np.array(labels, np.int64),
+                        classes=np.array([name for _, name in PHOTO_SOURCES]), sources=np.array(sources))
+    print(f"wrote {PHOTOS32}: {len(images)} images, {len(PHOTO_SOURCES)} classes")
+
+
 def main():
     photo_classes = list(dict.fromkeys(name for _, name, _ in PHOTOS))
     classes = photo_classes + FASHION_CLASSES
@@ -58,7 +93,9 @@ def main():
     np.savez_compressed(OUT, images=np.stack(images), labels=np.array(labels, np.int64),
                         classes=np.array(classes), sources=np.array(sources))
     print(f"wrote {OUT}: {len(images)} images, {len(classes)} classes")
+    photos32()
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+    photos32() if sys.argv[1:] == ["--photos32"] else main()

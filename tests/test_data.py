@@ -14,6 +14,19 @@ def test_samples_are_real_images_in_unit_range(samples):
     assert len(samples.sources) == 32
 
 
+def test_photos32_are_64_and_more_distinct_colour_images():
+    """The frontier's colour images: at least 64, all different from each other and from the
+    photos of ``samples`` (the pilot's), in colour, with their sources."""
+    photos, samples = load_dataset("photos32"), load_dataset("samples")
+    x, y = to_tensors(photos)
+    assert len(photos) >= 64 and x.shape[1:] == (3, 32, 32) and 0 <= float(x.min()) and float(x.max()) <= 1
+    flat = {t.numpy().tobytes() for t in x}
+    assert len(flat) == len(photos)
+    assert not flat & {t.numpy().tobytes() for t in to_tensors(samples)[0]}
+    assert float((x[:, 0] - x[:, 2]).abs().mean()) > 0.05  # colour, not grey
+    assert num_classes(photos) == len(set(y.tolist())) == 7 and len(photos.sources) == len(photos)
+
+
 def test_fashion_mnist_loads_offline(tmp_path):
     assert FASHION_MNIST_DEBIAN.exists(), "install it with: apt-get install -y dataset-fashion-mnist"
     train = load_dataset("fashion-mnist", root=tmp_path)

@@ -50,3 +50,28 @@ def test_table1_original_trials_are_all_found():
                        rows=table1.history_rows(100))
     store = RowStore(RESULTS_DIR / "table1_original_100.jsonl")
     assert all(k in store for k, _, _ in keys)
+
+
+def test_deployment_trials_are_all_found():
+    """Notebook 10's study (results/deployment.jsonl): every trial under its key."""
+    from dlg_utils import deployment as dp
+    study = dp.Study()
+    keys = attack_keys(dp.study_trials(study), dp.study_models(study.states),
+                       DatasetTargets(load_dataset("fashion-mnist", train=False)), rows=dp.ROWS)
+    store = RowStore(RESULTS_DIR / "deployment.jsonl")
+    missing = sum(k not in store for k, _, _ in keys)
+    assert missing == 0, f"{missing} of {len(keys)} trials missing"
+
+
+@pytest.mark.parametrize("domain", ["samples", "samples-gray28"])
+def test_strength_trials_are_all_found(domain):
+    """Notebook 10's budget curve and pilot (results/strength.jsonl): every trial under its key."""
+    from dlg_utils import strength as st
+    data = load_dataset(domain)
+    x0 = data[0][0]
+    model = fr.MODELS["lenet"].build(0, x0.shape[0], len(data.classes), x0.shape[-1]).eval()
+    keys = attack_keys(st.strength_trials(domain), {"lenet": model}, DatasetTargets(data), configs=st.CANDIDATES,
+                       rows=st.ROWS)
+    store = RowStore(RESULTS_DIR / "strength.jsonl")
+    missing = sum(k not in store for k, _, _ in keys)
+    assert missing == 0, f"{missing} of {len(keys)} trials missing"
