@@ -41,7 +41,9 @@ CANDIDATES: dict[str, AttackConfig] = {
 }
 # (candidate, defense, budgets) of each domain's study
 PLAN = {
+    # box-ig against no defense: IG's machinery on the relative squared distance (no box to match)
     "samples": [("ig", "none", BUDGETS), ("ig", "uniform:16", BUDGETS), ("box-ig", "uniform:16", BUDGETS),
+                ("box-ig", "none", BUDGETS),
                 ("box-ig-tv0.01", "uniform:16", (4000,)), ("box-ig-4restarts", "uniform:16", (4000,)),
                 ("bpda-ig", "uniform:16", (4000,)), ("box-lbfgs", "uniform:16", (300, 1000)),
                 ("idlg", "none", (300,)), ("idlg", "uniform:16", (300,))],
@@ -99,3 +101,20 @@ def consistent_but_wrong(rows: pd.DataFrame, attack: str = "box-lbfgs", toleranc
     part = rows[rows["attack"] == attack]
     return part[part["grad_distance"] < tolerance][["domain", "image", "defense", "budget", "grad_distance", "ssim",
                                                      "psnr"]].reset_index(drop=True)
+
+
+def saturation(table: pd.DataFrame) -> pd.DataFrame:
+    """Per (domain, attack, defense) with two budgets or more (:func:`budget_table`): the median
+    SSIM at the largest budget, the gain over the budget before it, and those budgets; a gain
+    under 0.05 is called saturated (the curve is flat there)."""
+    out = []
+    for (domain, attack, defense), g in table.groupby(["domain", "attack", "defense"]):
+        g = g.sort_values("budget")
+        if len(g) < 2:
+            continue
+        last, before = g.iloc[-1], g.iloc[-2]
+        gain = float(last["median ssim"] - before["median ssim"])
+        out.append({"domain": domain, "attack": attack, "defense": defense, "from": int(before["budget"]),
+                    "to": int(last["budget"]), "median ssim": float(last["median ssim"]), "gain": gain,
+                    "saturated": gain < 0.05})
+    return pd.DataFrame(out)
