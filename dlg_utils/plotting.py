@@ -263,7 +263,7 @@ def budget_plot(table: pd.DataFrame, title: str, path: str | Path | None = None)
     """Median SSIM (and the range over images) against the attack's iterations, one line per
     (attack, defense), one panel per input domain: :func:`~dlg_utils.strength.budget_table`."""
     domains = list(dict.fromkeys(table["domain"]))
-    fig, axes = plt.subplots(1, len(domains), figsize=(4.4 * len(domains), 3.4), sharey=True, squeeze=False)
+    fig, axes = plt.subplots(1, len(domains), figsize=(4.4 * len(domains), 3.8), sharey=True, squeeze=False)
     lines = sorted({(a, d) for a, d in zip(table["attack"], table["defense"])})
     colors = dict(zip(lines, sns.color_palette("colorblind", len(lines))))
     for ax, domain in zip(axes[0], domains):
@@ -285,5 +285,5 @@ def budget_plot(table: pd.DataFrame, title: str, path: str | Path | None = None)
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=len(lines), fontsize=8, frameon=False)
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
     return _finish(fig, path)

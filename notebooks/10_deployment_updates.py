@@ -68,7 +68,8 @@ print("quick mode:", QUICK, "| results in", OUT, "|", ", ".join(
 # %%
 rows = dp.run_study(STUDY, data, OUT / "deployment.jsonl", models=models)
 summary = dp.cell_summary(rows)
-TITLE = (f"{'samples-gray28' if QUICK else 'Fashion-MNIST test'}, DLG LeNet, DLG L-BFGS {STUDY.iterations} it., "
+TITLE = (f"{'samples-gray28' if QUICK else 'Fashion-MNIST test'}, DLG LeNet, DLG L-BFGS {STUDY.iterations} it. "
+         f"(and IG {STUDY.ig_iterations:,} it. on the {'/'.join(STUDY.ig_states)} model's E = 1 cases: best per image), "
          f"{len(STUDY.images)} images per case, 1 dummy seed")
 summary.round(3)
 
@@ -120,12 +121,14 @@ display(Markdown(
     + (f"Batches are where leakage falls: " if falls else "Batches do not make it fall here: ")
     + f"B = {B4} leaves {share('init', B4, 1)}, B = {B16} {share('init', B16, 1)} (FedSGD); with {E5} local steps, "
     f"{share('init', B4, E5)} and {share('init', B16, E5)}. "
-    f"The labels are counted right: {summary['labels found'].min():.0%} to {summary['labels found'].max():.0%} "
-    f"of each case's labels. On the trained model (test accuracy {models['trained'].test_accuracy:.1%}) the best "
+    f"The counts find {summary['labels found'].min():.0%} to {summary['labels found'].max():.0%} of a case's "
+    f"labels (the table's 'labels found'; all of them for one image, fewer for large batches after local steps). On the trained model (test accuracy {models['trained'].test_accuracy:.1%}) the best "
     f"of {trained_attacks} recovers {share('trained', 1, 1)} at B = 1 and {share('trained', B4, 1)} at B = {B4}"
     + (": a trained model's gradients are harder to match, and this is a limit of these attackers at these "
        "budgets, not a proof of safety (Geiping et al. 2020 recover trained-network images at larger budgets)."
        if rate("trained", 1, 1) < 0.5 else ": training does not protect a single image's gradient.")
+    + " Its FedAvg cases ran DLG only (CPU time), so on the trained model the E = 1 and E = 5 shares come from "
+    "different attackers and do not compare."
     + " By PSNR >= 25 dB and by image MSE < 1e-3 the shares are those of the second and third rows of the figure; "
     f"where they differ from SSIM's, the verdict depends on the criterion. The cost: "
     f"{summary['CPU s per image'].min():.0f} to {summary['CPU s per image'].max():.0f} CPU seconds per image, "
@@ -159,7 +162,8 @@ budget.round(2)
 
 # %%
 fig = budget_plot(budget[budget["attack"].isin(["ig", "box-ig"])],
-                  f"SSIM against Inverting Gradients' budget: DLG LeNet (init), pilot images "
+                  f"SSIM against Inverting Gradients' budget (samples: 3x32x32, samples-gray28: 1x28x28): "
+                  f"DLG LeNet (init), pilot images "
                   f"{'1, 5' if QUICK else '1, 5, 9, 13'}, dummy seed 0")
 save_figure(fig, "ig_budget_curve.png");
 
