@@ -265,6 +265,17 @@ def view_from_weights(case: Case, model: nn.Module, client_state: dict, image_sh
                       SharedGradient(grads, chosen, chosen.bounds(grads)))
 
 
+def _share(grads: list[torch.Tensor], defense, generator, keep_source: bool) -> SharedGradient:
+    """What leaves the client: ``grads`` (checked finite) through ``defense``, drawn once from
+    ``generator``; ``keep_source`` keeps the grads before the defense (seed 000's replay)."""
+    if not all(torch.isfinite(g).all() for g in grads):
+        raise ValueError("the client's update contains NaN or Inf")
+    shared = defense_from_spec(defense).share(grads, generator)
+    if keep_source:
+        shared.source = grads
+    return shared
+
+
 def client_update(case: Case, model: nn.Module, images: torch.Tensor, labels, generator: torch.Generator | None = None,
                   keep_source: bool = False) -> tuple[ServerView, Secret]:
     """Run the client of ``case`` on its batch: E local steps from ``model``'s weights (the
@@ -291,12 +302,7 @@ def client_update(case: Case, model: nn.Module, images: torch.Tensor, labels, ge
         noise = lambda name, shape: torch.randn(shape, generator=gen, device=images.device, dtype=images.dtype)
     update = update_function(frozen, case)(
         {n: p.detach() for n, p in named}, images, F.one_hot(labels, K).to(images.dtype), noise)
-    grads = [update[n].detach() for n, _ in named]
-    if not all(torch.isfinite(g).all() for g in grads):
-        raise ValueError("the client's update contains NaN or Inf")
-    shared = defense_from_spec(case.defense).share(grads, generator)
-    if keep_source:
-        shared.source = grads
+    shared = _share([update[n].detach() for n, _ in named], case.defense, generator, keep_source)
     view = ServerView(case, model, tuple(images.shape[1:]), int(K), shared)
     return view, Secret(images.detach().clone(), labels.detach().clone())
 
@@ -314,13 +320,7 @@ def shared_gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor, defense:
     if len(y) != len(x):
         raise ValueError(f"{len(x)} images but {len(y)} labels")
     loss = F.cross_entropy(model(x), y)
-    grads = [g.detach() for g in torch.autograd.grad(loss, _params(model))]
-    if not all(torch.isfinite(g).all() for g in grads):
-        raise ValueError("the model's gradient contains NaN or Inf")
-    shared = defense_from_spec(defense).share(grads, generator)
-    if keep_source:
-        shared.source = grads
-    return shared
+    return _share([g.detach() for g in torch.autograd.grad(loss, _params(model))], defense, generator, keep_source)
 
 
 def mean_gradient_norm(model: nn.Module, dataset, images) -> float:

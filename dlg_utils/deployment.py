@@ -16,6 +16,7 @@ from torch import nn
 from .cases import Case
 from .config import CHECKPOINTS_DIR
 from .experiments import AttackTrial, Execution, RowOptions, attack_sweep, per_image
+from .frontier import best_of_attacks
 from .stats import CRITERIA, clopper_pearson, recovered
 from .training import load_checkpoint
 
@@ -109,10 +110,7 @@ def run_study(study: Study, data, path: str | Path | None, models: dict[str, nn.
 def best_per_image(rows: pd.DataFrame) -> pd.DataFrame:
     """One row per (model state, B, E, image): the attack with the highest SSIM on that image
     (``best_attack``), from :func:`~dlg_utils.experiments.per_image`."""
-    images = per_image(rows)
-    keys = ["model", "batch_size", "local_steps", "image"]
-    best = images.loc[images.groupby(keys, sort=False)["ssim"].idxmax()]
-    return best.rename(columns={"attack": "best_attack"}).reset_index(drop=True)
+    return best_of_attacks(per_image(rows), keys=("model", "batch_size", "local_steps", "image"))
 
 
 def cell_summary(rows: pd.DataFrame) -> pd.DataFrame:

@@ -238,10 +238,10 @@ def bits_per_parameter(defense, model: nn.Module) -> float:
     return defense_from_spec(defense).bits(shapes) / sum(int(np.prod(s)) for s in shapes)
 
 
-def best_of_attacks(rows: pd.DataFrame) -> pd.DataFrame:
-    """Per trial (model, defense, image, seed), the row of the attack with the highest SSIM (a
-    diverged attack counts as the lowest), with ``best_attack`` naming it."""
-    keys = ["model", "defense", "image", "seed"]
+def best_of_attacks(rows: pd.DataFrame, keys: Sequence[str] = ("model", "defense", "image", "seed")) -> pd.DataFrame:
+    """Per trial (``keys``: model, defense, image, seed), the row of the attack with the highest
+    SSIM (a diverged attack counts as the lowest), with ``best_attack`` naming it."""
+    keys = list(keys)
     scored = rows.assign(_score=rows["ssim"].fillna(-np.inf))
     best = scored.loc[scored.groupby(keys, sort=False)["_score"].idxmax()].drop(columns="_score")
     return best.rename(columns={"attack": "best_attack"}).reset_index(drop=True)

@@ -23,7 +23,9 @@ from typing import Callable
 import pandas as pd
 
 from .attacks import ADAPTIVE, ATTACKS, AttackConfig
+from .data import load_dataset
 from .experiments import AttackTrial, DatasetTargets, Execution, RowOptions, run_attacks
+from .frontier import Setup, attacked_model
 
 # embedded samples 1, 5, 9 and 13 (three photos and a garment): the images the adaptive
 # attacker was last tried on (issue 23)
@@ -81,6 +83,24 @@ def run_strength(domain: str, data, model, path: str | Path | None, images=PILOT
                                   rows=ROWS,
                                   execution=Execution(progress=progress, chunk_size=16)))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def pilot_model(data) -> "torch.nn.Module":
+    """The attacked model: DLG's LeNet at the frontier's initialisation, for ``data``'s images and
+    classes (:func:`~dlg_utils.frontier.attacked_model`)."""
+    return attacked_model(Setup(), "lenet", data)
+
+
+def run_domains(domains, path: str | Path | None, quick: bool = False, over: Callable[[], bool] = lambda: False,
+                progress: bool | None = None) -> pd.DataFrame:
+    """:func:`run_strength` on each of ``domains`` (names of :data:`PLAN`) with its pilot model;
+    ``quick``: :func:`quick_plan` on pilot images 1 and 5."""
+    frames = []
+    for domain in domains:
+        data = load_dataset(domain)
+        frames.append(run_strength(domain, data, pilot_model(data), path, images=(1, 5) if quick else PILOT_IMAGES,
+                                   plan=quick_plan() if quick else PLAN, over=over, progress=progress))
+    return pd.concat(frames, ignore_index=True)
 
 
 def budget_table(rows: pd.DataFrame) -> pd.DataFrame:

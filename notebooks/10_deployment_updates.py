@@ -49,7 +49,6 @@ from dlg_utils import strength as st
 from dlg_utils.config import quick_mode
 from dlg_utils.notebook import results_folder
 from dlg_utils.data import load_dataset
-from dlg_utils.frontier import MODELS
 from dlg_utils.plotting import budget_plot, case_gallery, case_success_plot, save_figure
 from dlg_utils.stats import CRITERIA
 from dlg_utils.storage import load_rows
@@ -149,13 +148,8 @@ display(Markdown(
 # undefended and quantized: the control that says whether the attack is strong enough here.
 
 # %%
-if QUICK:
-    plan = st.quick_plan()
-    for domain in st.PLAN:
-        pilot_data = load_dataset(domain)
-        x0 = pilot_data[0][0]
-        st.run_strength(domain, pilot_data, MODELS["lenet"].build(0, x0.shape[0], 10, x0.shape[-1]).eval(),
-                        OUT / "strength.jsonl", images=(1, 5), plan=plan)
+if QUICK:  # the full run is scripts/strength.py's, read from results/
+    st.run_domains(st.PLAN, OUT / "strength.jsonl", quick=True)
 strength = pd.DataFrame(load_rows(OUT / "strength.jsonl"))
 budget = st.budget_table(strength)
 budget.round(2)

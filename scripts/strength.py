@@ -13,9 +13,7 @@ import time
 from pathlib import Path
 
 from dlg_utils.config import slice_arguments, start_slice
-from dlg_utils.data import load_dataset
-from dlg_utils.frontier import MODELS
-from dlg_utils.strength import PILOT_IMAGES, PLAN, quick_plan, run_strength
+from dlg_utils.strength import PLAN, run_domains
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -24,14 +22,9 @@ def main(argv: list[str] | None = None) -> None:
     slice_arguments(parser, "strength.jsonl")
     args = parser.parse_args(argv)
     over, start = start_slice(args), time.perf_counter()
-    for domain in (PLAN if args.domain == "all" else [args.domain]):
-        data = load_dataset(domain)
-        x0 = data[0][0]
-        model = MODELS["lenet"].build(0, x0.shape[0], len(data.classes), x0.shape[-1]).eval()
-        rows = run_strength(domain, data, model, Path(args.out) / "strength.jsonl",
-                            images=(1, 5) if args.quick else PILOT_IMAGES, plan=quick_plan() if args.quick else PLAN,
-                            over=over)
-        print(f"{domain}: {len(rows)} rows")
+    rows = run_domains(list(PLAN) if args.domain == "all" else [args.domain], Path(args.out) / "strength.jsonl",
+                       quick=args.quick, over=over)
+    print(f"{len(rows)} rows")
     print(f"done in {time.perf_counter() - start:.0f} s" + (" (budget reached: re-run to continue)" if over() else ""))
 
 

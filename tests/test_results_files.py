@@ -68,9 +68,7 @@ def test_strength_trials_are_all_found(domain):
     """Notebook 10's budget curve and pilot (results/strength.jsonl): every trial under its key."""
     from dlg_utils import strength as st
     data = load_dataset(domain)
-    x0 = data[0][0]
-    model = fr.MODELS["lenet"].build(0, x0.shape[0], len(data.classes), x0.shape[-1]).eval()
-    keys = attack_keys(st.strength_trials(domain), {"lenet": model}, DatasetTargets(data), configs=st.CANDIDATES,
+    keys = attack_keys(st.strength_trials(domain), {"lenet": st.pilot_model(data)}, DatasetTargets(data), configs=st.CANDIDATES,
                        rows=st.ROWS)
     store = RowStore(RESULTS_DIR / "strength.jsonl")
     missing = sum(k not in store for k, _, _ in keys)
