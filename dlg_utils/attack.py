@@ -204,7 +204,9 @@ def dlg_batch(models: nn.Module | Sequence[nn.Module], targets: Sequence, *, ima
                 t = owner[lo + j]
                 finished.setdefault(t, []).append(result)
                 if len(finished[t]) == config.restarts:
-                    results[t] = best_restart(finished.pop(t))
+                    runs_of_t = finished.pop(t)
+                    results[t] = best_restart(runs_of_t)
+                    results[t].cost_seconds = sum(r.cost_seconds for r in runs_of_t)  # every restart was paid for
                     results[t].attack = configs[t].name
                     if on_result is not None:
                         on_result(t, results[t])

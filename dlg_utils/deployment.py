@@ -15,7 +15,7 @@ from torch import nn
 
 from .cases import Case
 from .config import CHECKPOINTS_DIR
-from .experiments import AttackTrial, Execution, RowOptions, attack_sweep, per_image
+from .experiments import AttackTrial, Execution, RowOptions, attack_sweep, per_image, trial_cost
 from .frontier import best_of_attacks
 from .stats import CRITERIA, clopper_pearson, recovered
 from .training import load_checkpoint
@@ -117,7 +117,8 @@ def cell_summary(rows: pd.DataFrame) -> pd.DataFrame:
     """Per (model state, B, E): images, the attacks run, the share of images recovered by
     their best attack under each criterion of :data:`~dlg_utils.stats.CRITERIA` with its exact
     95% interval over images, the labels found (DLG's count) and the attacks' CPU seconds per
-    image (all attacks together)."""
+    image (all attacks together; :func:`~dlg_utils.experiments.trial_cost`: for rows stored
+    before per-trial costs, the batch's wall time, an upper bound)."""
     images = best_per_image(rows)
     out = []
     for (state, B, E), g in images.groupby(["model", "batch_size", "local_steps"], sort=True):
@@ -133,7 +134,7 @@ def cell_summary(rows: pd.DataFrame) -> pd.DataFrame:
         row["labels found"] = float(counted["label_accuracy"].fillna(counted["label_correct"].astype(float)).mean()) \
             if "label_accuracy" in counted else float(counted["label_correct"].mean())
         row["median SSIM"] = float(g["ssim"].median())
-        row["CPU s per image"] = float(trials["seconds"].sum()) / len(g)
+        row["CPU s per image"] = float(trial_cost(trials).sum()) / len(g)
         out.append(row)
     return pd.DataFrame(out)
 

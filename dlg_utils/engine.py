@@ -51,6 +51,7 @@ class AttackResult:
     seconds: float = 0.0
     attack: str = ""
     restart: int = 0
+    cost_seconds: float = 0.0
 
     @property
     def final(self) -> pd.Series:
@@ -319,7 +320,7 @@ class Chunk:
         return AttackResult(image=image, label=label.cpu(), history=pd.DataFrame(self.rows[t]),
                             snapshots=self.snaps[t], converged=self.converged_at[t] is not None,
                             diverged=self.diverged[t], converged_at=self.converged_at[t], seed=int(trial.seed),
-                            seconds=seconds, restart=trial.restart)
+                            seconds=seconds, restart=trial.restart, cost_seconds=float(self.cost[t]))
 
     def run(self, bar, on_result: Callable[[int, AttackResult], None]) -> None:
         """Advance every trial to the end; ``on_result(t, result)`` as each one finishes.
@@ -330,7 +331,8 @@ class Chunk:
         would be a synchronisation)."""
         config, T = self.config, len(self.trials)
         active = torch.ones(T, dtype=torch.bool, device=self.device)
-        start = time.perf_counter()
+        start = last = time.perf_counter()
+        self.cost = [0.0] * T  # each trial's share of the time: every step's split among the trials it advanced
 
         def finish(t: int) -> None:
             active[t] = False
@@ -340,6 +342,10 @@ class Chunk:
         while active.any():
             idx = active.nonzero().squeeze(1)
             distance, objective, g = self.evaluate(idx)
+            now = time.perf_counter()  # this step (and the bookkeeping of the last), split among its trials
+            for t in idx.tolist():
+                self.cost[t] += (now - last) / len(idx)
+            last = now
             full = lambda v: torch.zeros(T, dtype=self.dtype, device=self.device).index_copy(0, idx, v)
             full_distance, full_objective = full(distance), full(objective)
             full_grad = torch.zeros_like(self.opt.x).index_copy(0, idx, g)

@@ -86,6 +86,13 @@ def per_image(rows: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+def trial_cost(rows: pd.DataFrame) -> pd.Series:
+    """Each attack trial's compute in seconds: its share of its batch (``cost_seconds``); rows
+    stored before that column give their batch's wall time, an upper bound."""
+    seconds = rows["seconds"].astype(float)
+    return rows["cost_seconds"].astype(float).fillna(seconds) if "cost_seconds" in rows else seconds
+
+
 def expand_histories(rows: pd.DataFrame, keep: Iterable[str] = ("image", "seed", "defense", "model"),
                      column: str = "history") -> pd.DataFrame:
     """A tidy table from a sweep whose rows carry a list of records in ``column`` (an attack's
@@ -257,7 +264,9 @@ class Execution:
 
 def trial_row(result: AttackResult, true_label: int | list[int], options: RowOptions = RowOptions(),
               secret: Secret | None = None) -> dict:
-    """One sweep row from an attack's result: final metrics, label, convergence, time, and what
+    """One sweep row from an attack's result: final metrics, label, convergence, time (``seconds``:
+    wall time from its batch's start to its end; ``cost_seconds``: its share of the batch's
+    computation, each step's time split among the trials it advanced, restarts summed), and what
     ``options`` keeps (:class:`RowOptions`; :func:`row_image` reads a kept image back). Given
     the ``secret`` of a case, the metrics come from scoring the reconstructions against it
     after matching (:func:`~dlg_utils.metrics.score_batch`): ``per_image`` holds one record per
@@ -280,7 +289,7 @@ def trial_row(result: AttackResult, true_label: int | list[int], options: RowOpt
            **{k: float(final.get(k, float("nan"))) for k in ("grad_distance", "mse", "l1", "psnr", "ssim")},
            "converged": result.converged, "converged_at": result.converged_at,
            "diverged": result.diverged, "iterations_run": int(final.get("iteration", -1)),
-           "seconds": result.seconds}
+           "seconds": result.seconds, "cost_seconds": result.cost_seconds}
     if keep_history is True:
         row["history"] = result.history.to_dict("records")
     elif keep_history:

@@ -130,3 +130,17 @@ def verdict(low: float, high: float, limit: float) -> bool | None:
     whole interval is at or below it, False when the whole interval is above it, None when it
     straddles the limit or is missing (NaN): the data do not decide."""
     return True if high <= limit else False if low > limit else None
+
+
+def holm(pvalues) -> list[float]:
+    """Holm's step-down adjustment of ``pvalues`` (family-wise error control for many
+    comparisons): the adjusted p-values, in the order given."""
+    p = np.asarray(pvalues, float)
+    if np.isnan(p).any() or ((p < 0) | (p > 1)).any():
+        raise ValueError(f"p-values must be in [0, 1], got {p.tolist()}")
+    order, m = np.argsort(p), len(p)
+    adjusted, running = np.empty(m), 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p[i]))
+        adjusted[i] = running
+    return adjusted.tolist()

@@ -335,3 +335,17 @@ def test_mean_gradient_norm_is_the_mean_over_images(lenet, samples):
     assert mean_gradient_norm(lenet, samples, range(1)) == pytest.approx(norms[0])
     with pytest.raises(ValueError, match="no images"):
         mean_gradient_norm(lenet, samples, [])
+
+
+def test_each_trial_is_charged_its_share_of_the_batch():
+    """``cost_seconds`` splits every step's time among the trials it advanced: the shares of one
+    batch add up to its wall time, and equal trials cost about the same."""
+    torch.manual_seed(0)
+    model = LeNet(in_channels=1, num_classes=4, image_size=12)
+    x = torch.rand(2, 1, 12, 12)
+    targets = [shared_gradient(model, x[i:i + 1], torch.tensor([i])) for i in range(2)]
+    results = dlg_batch(model, targets, image_shape=(1, 1, 12, 12), num_classes=4, seeds=[0, 1],
+                        attack=AttackConfig(optimizer="adam", iterations=30, lr=0.1), progress=False)
+    costs, wall = [r.cost_seconds for r in results], max(r.seconds for r in results)
+    assert all(c > 0 for c in costs) and sum(costs) <= wall * 1.001 and sum(costs) >= 0.8 * wall
+    assert abs(costs[0] - costs[1]) < 1e-9  # both ran every step together

@@ -1,0 +1,316 @@
+"""The frontier at operating points: every defense judged on the updates deployments share.
+
+An operating point is one setting of what a client computes (:class:`Point`): the model state
+(DLG's LeNet at the start, the middle and the end of one training run), the batch size B behind
+one update, FedAvg's local steps E and DP-SGD at a privacy budget epsilon. Each point is
+attacked in two input domains (:data:`DOMAINS`): 64 Fashion-MNIST test images (1x28x28) and 64
+colour crops of scikit-image's photos (``photos32``, 3x32x32). Every (domain, point, defense) is
+one cell: its 64 images in consecutive batches of B, each batch attacked by DLG with the labels
+read from the update, Inverting Gradients as its authors run it and the defense-aware attacker
+(:data:`~dlg_utils.attacks.ADAPTIVE`), one dummy seed. An image is recovered when its best
+attack meets the criterion (SSIM, PSNR and image MSE side by side); rates carry exact
+(Clopper-Pearson) intervals over the images, and a defense protects at a point only when the
+upper bound is at most 10% and the attack's budget is saturated there.
+
+The adaptive attacker was chosen on images the study does not score (the pilots of
+:mod:`~dlg_utils.frontier` and :mod:`~dlg_utils.strength`: embedded samples). The primary grid
+(:data:`POINTS`) varies one factor at a time around the seeds' point (untrained, B = 1, FedSGD);
+see docs/frontier.md for why.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+from torch import nn
+
+from .cases import DPSGD, Case
+from .config import CHECKPOINTS_DIR
+from .experiments import AttackTrial, Execution, RowOptions, attack_sweep, per_image, trial_cost
+from .fedsim import FedRun
+from .frontier import DEFENSES, MODELS, PAPER_STRENGTH, best_of_attacks
+from .stats import CRITERIA, clopper_pearson, recovered
+from .storage import canonical
+from .training import load_checkpoint
+
+# relative noise: the noise's scale is this fraction of each tensor's RMS (docs/defenses.md)
+RELATIVE_NOISE = ("gaussian-rel:0.1", "gaussian-rel:1", "laplacian-rel:0.1")
+ALL_DEFENSES = (*DEFENSES, *RELATIVE_NOISE)
+# the papers' strengths first: the cells every claim needs
+PAPER_FIRST = (*PAPER_STRENGTH, *RELATIVE_NOISE, *(d for d in DEFENSES if d not in PAPER_STRENGTH))
+LOCAL_LR = 0.05  # FedAvg's local step size (notebook 8's Flower clients)
+# DP-SGD's calibration: a client of seed 001 (60,000 / 15 = 4,000 images) training 20 rounds of
+# one local epoch in batches of B, sample-level (epsilon, 1e-5)-DP, clip 1 (notebook 8's setting)
+DP_EXAMPLES, DP_EPOCHS, DP_DELTA, DP_CLIP = 4000, 20, 1e-5, 1.0
+# the model states: checkpoints of one training run of DLG's LeNet on Fashion-MNIST (notebook 4;
+# test accuracy 10%, 83.0% and 84.3%)
+STATES = {"init": "lenet_fashion-mnist_start.pt", "middle": "lenet_fashion-mnist_middle.pt",
+          "trained": "lenet_fashion-mnist_converged.pt"}
+ROWS = RowOptions(keep_history=False, keep_image=True)  # metrics and the 8-bit reconstruction
+LIMIT = 0.10  # a defense protects where the upper 95% bound of the rate recovered is at most this
+
+
+@dataclass(frozen=True)
+class Point:
+    """One operating point: the model ``state`` (a key of :data:`STATES`), the batch size B
+    behind one update, FedAvg's ``local_steps`` E (1: FedSGD) and DP-SGD at ``epsilon`` (0: none;
+    calibrated by the accountant, :data:`DP_EXAMPLES`). ``defenses``: the ones attacked here."""
+
+    state: str = "init"
+    batch_size: int = 1
+    local_steps: int = 1
+    epsilon: float = 0.0
+    defenses: Sequence[str] = ALL_DEFENSES
+
+    @property
+    def name(self) -> str:
+        parts = [self.state, f"B={self.batch_size}", "FedSGD" if self.local_steps == 1 else f"E={self.local_steps}"]
+        return ", ".join(parts + ([f"DP eps={self.epsilon:g}"] if self.epsilon else []))
+
+    def case(self, defense: str = "none") -> Case:
+        """What a client of this point computes, sharing its update through ``defense``."""
+        dp = (DPSGD.at_epsilon(self.epsilon, examples=DP_EXAMPLES, batch_size=self.batch_size, epochs=DP_EPOCHS,
+                               clip=DP_CLIP, delta=DP_DELTA) if self.epsilon else None)
+        return Case(batch_size=self.batch_size, local_steps=self.local_steps, local_lr=LOCAL_LR, dp=dp, defense=defense)
+
+
+@dataclass(frozen=True)
+class Domain:
+    """One input domain: the data set attacked (``dataset``, its test split where it has one),
+    the images scored, the iterations of the Adam attackers (Inverting Gradients and the
+    adaptive one) and whether a budget curve showed that budget saturated
+    (:mod:`~dlg_utils.strength`: flat from 1,000 at 1x28x28; still rising at 24,000 at 3x32x32,
+    so no "protects" verdict can be read there)."""
+
+    dataset: str
+    images: Sequence[int] = tuple(range(64))
+    iterations: int = 1000
+    saturated: bool = True
+    states: Sequence[str] = ("init", "middle", "trained")
+
+
+DOMAINS = {"gray28": Domain("fashion-mnist", iterations=1000, saturated=True),
+           # no colour training set here: only the untrained model (CIFAR would give trained states)
+           "photos32": Domain("photos32", iterations=4000, saturated=False, states=("init",))}
+DLG_ITERATIONS = 300  # L-BFGS, stopping once the gradient distance is below 1e-4
+
+# The primary grid: one factor at a time around the seeds' point (untrained, B=1, FedSGD), each
+# cell costing what it must (all defenses where defenses decide; DP-SGD alone at its points).
+POINTS = (Point("init"),
+          Point("init", epsilon=8.0, defenses=("none",)), Point("init", epsilon=1.0, defenses=("none",)),
+          Point("trained"), Point("init", batch_size=4),
+          Point("middle", defenses=(*PAPER_STRENGTH, *RELATIVE_NOISE)),
+          Point("init", batch_size=16, defenses=PAPER_STRENGTH),
+          Point("init", batch_size=4, local_steps=5, defenses=PAPER_STRENGTH))
+PHOTO_POINTS = (Point("init", defenses=(*PAPER_STRENGTH, *RELATIVE_NOISE)),)
+
+
+@dataclass(frozen=True)
+class Study:
+    """Which cells run, in order: every point of ``points`` in domain "gray28" and of
+    ``photo_points`` in "photos32", the papers' strengths first within a point."""
+
+    points: Sequence[Point] = POINTS
+    photo_points: Sequence[Point] = PHOTO_POINTS
+    domains: dict = field(default_factory=lambda: dict(DOMAINS))
+    dlg_iterations: int = DLG_ITERATIONS
+    seed: int = 0
+
+    def cells(self) -> list[tuple[str, Point, str]]:
+        """(domain, point, defense) of every cell, in the order they run."""
+        order = {d: k for k, d in enumerate(PAPER_FIRST)}
+        out = []
+        for domain, points in (("gray28", self.points), ("photos32", self.photo_points)):
+            for point in points:
+                out += [(domain, point, d) for d in sorted(point.defenses, key=lambda d: order.get(d, len(order)))]
+        return out
+
+
+def quick_study() -> Study:
+    """A minute-scale version (CI): 4 images, two points, three defenses, 20 iterations."""
+    few = {k: Domain(d.dataset, images=(0, 1, 2, 3), iterations=20, saturated=d.saturated, states=d.states)
+           for k, d in DOMAINS.items()}
+    return Study(points=(Point("init", defenses=("none", "uniform:16", "gaussian-rel:1")),
+                         Point("init", batch_size=2, defenses=("none",))),
+                 photo_points=(Point("init", defenses=("none",)),), domains=few, dlg_iterations=20)
+
+
+def cell_trials(study: Study, domain: str, point: Point, defense: str) -> list[AttackTrial]:
+    """The trials of one cell: the domain's images in consecutive batches of B, each attacked by
+    DLG (labels read from the update), Inverting Gradients and, where there is a defense to
+    know, the adaptive attacker; the trial's model is named "DOMAIN/STATE"."""
+    spec, case = study.domains[domain], point.case(defense)
+    if point.state not in spec.states:
+        raise ValueError(f"domain {domain!r} has no model state {point.state!r} (it has {list(spec.states)})")
+    if len(spec.images) % point.batch_size:
+        raise ValueError(f"{len(spec.images)} images do not split into batches of {point.batch_size}")
+    attacks = [("idlg", {"iterations": study.dlg_iterations, "stop_when_converged": True}),
+               ("ig", {"iterations": spec.iterations})]
+    if defense != "none" or point.epsilon:
+        attacks.append(("adaptive", {"iterations": spec.iterations}))
+    B, images = point.batch_size, [int(i) for i in spec.images]
+    batches = [tuple(images[k:k + B]) if B > 1 else images[k] for k in range(0, len(images), B)]
+    tags = {"domain": domain, "point": point.name, "state": point.state}
+    return [AttackTrial(b, study.seed, attack=a, model=f"{domain}/{point.state}", settings=s, tags=tags, case=case)
+            for a, s in attacks for b in batches]
+
+
+def domain_data(domain: str, study: Study | None = None):
+    """The attacked images of ``domain`` (the test split of Fashion-MNIST)."""
+    from .data import load_dataset
+    name = (study or Study()).domains[domain].dataset
+    return load_dataset(name, train=False) if name == "fashion-mnist" else load_dataset(name)
+
+
+def domain_model(domain: str, state: str, data, folder: Path = CHECKPOINTS_DIR) -> nn.Module:
+    """The attacked model in eval mode: for "gray28" the checkpoint of ``state``; for "photos32"
+    DLG's LeNet at its initialisation (seed 0) for the data's shape and classes."""
+    if domain == "gray28":
+        if state not in STATES:
+            raise ValueError(f"unknown model state {state!r}; choose from {sorted(STATES)}")
+        model, meta = load_checkpoint(folder / STATES[state])
+        model.test_accuracy = float(meta.get("test_accuracy", float("nan")))
+        return model.eval()
+    if state != "init":
+        raise ValueError(f"domain {domain!r} has only the untrained model (no colour training set here)")
+    x0 = data[0][0]
+    model = MODELS["lenet"].build(0, x0.shape[0], len(data.classes), x0.shape[-1]).eval()
+    model.test_accuracy = float("nan")
+    return model
+
+
+def run_study(study: Study, path: str | Path | None, over: Callable[[], bool] = lambda: False,
+              progress: bool | None = None, chunk_size: int = 64) -> pd.DataFrame:
+    """Attack every cell of ``study`` in order, each row stored at ``path`` as it finishes;
+    ``over()`` is asked between cells (a slice's time budget). Returns the rows of the cells run."""
+    frames, data, models = [], {}, {}
+    for domain, point, defense in study.cells():
+        if over():
+            break
+        if domain not in data:
+            data[domain] = domain_data(domain, study)
+        name = f"{domain}/{point.state}"
+        if name not in models:
+            models[name] = domain_model(domain, point.state, data[domain])
+        frames.append(attack_sweep(cell_trials(study, domain, point, defense), {name: models[name]}, data[domain],
+                                   path, rows=ROWS, execution=Execution(chunk_size=chunk_size, progress=progress)))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+# --- what the rows say ------------------------------------------------------------------------
+
+def best_per_image(rows: pd.DataFrame) -> pd.DataFrame:
+    """One row per (domain, point, defense, image): its best attack (highest SSIM after matching)."""
+    return best_of_attacks(per_image(rows), keys=("domain", "point", "defense", "image"))
+
+
+def cell_table(rows: pd.DataFrame, study: Study | None = None, limit: float = LIMIT) -> pd.DataFrame:
+    """Per (domain, point, defense): images, and under each criterion of
+    :data:`~dlg_utils.stats.CRITERIA` the share recovered, its exact 95% interval and the verdict
+    ("protects": upper bound <= ``limit`` with a saturated budget; "leaks": lower bound > ``limit``;
+    else "open"); whether the verdict depends on the criterion; the median SSIM; the attack
+    that won most images; and the cost to breach (attack seconds per recovered image, SSIM)."""
+    study = study or Study()
+    best = best_per_image(rows)
+    cost = rows.assign(_cost=trial_cost(rows)).groupby(["domain", "point", "defense"])["_cost"].sum()
+    out = []
+    for (domain, point, defense), g in best.groupby(["domain", "point", "defense"], sort=False):
+        saturated = study.domains[domain].saturated if domain in study.domains else False
+        row = {"domain": domain, "point": point, "defense": defense, "images": len(g)}
+        verdicts = []
+        for name in CRITERIA:
+            k = int(recovered(g, name).sum())
+            lo, hi = clopper_pearson(k, len(g))
+            v = "protects" if hi <= limit and saturated else "leaks" if lo > limit else "open"
+            row |= {f"{name} recovered": k / len(g), f"{name} low": lo, f"{name} high": hi, f"{name} verdict": v}
+            verdicts.append(v)
+        k_ssim = int(recovered(g, "ssim").sum())
+        row |= {"verdict": verdicts[0] if len(set(verdicts)) == 1 else "depends on the criterion",
+                "median ssim": float(g["ssim"].median()), "strongest attack": g["best_attack"].value_counts().idxmax(),
+                "attack seconds": float(cost[(domain, point, defense)]),
+                "seconds per recovered image": float(cost[(domain, point, defense)]) / k_ssim if k_ssim else np.inf}
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def study_progress(study: Study, path: str | Path) -> pd.DataFrame:
+    """Per point of ``study``: cells done (every trial stored at ``path``) of cells planned.
+    Reads keys only: nothing runs."""
+    from .experiments import attack_keys, DatasetTargets
+    from .storage import RowStore
+    store, data, models, out = RowStore(path), {}, {}, {}
+    for domain, point, defense in study.cells():
+        if domain not in data:
+            data[domain] = domain_data(domain, study)
+        name = f"{domain}/{point.state}"
+        if name not in models:
+            models[name] = domain_model(domain, point.state, data[domain])
+        keys = attack_keys(cell_trials(study, domain, point, defense), {name: models[name]},
+                           DatasetTargets(data[domain]), rows=ROWS)
+        done = all(k in store for k, _, _ in keys)
+        entry = out.setdefault((domain, point.name), {"domain": domain, "point": point.name, "cells": 0, "done": 0})
+        entry["cells"] += 1
+        entry["done"] += done
+    return pd.DataFrame(list(out.values()))
+
+
+# --- utility at the same points ---------------------------------------------------------------
+
+UTILITY_RUN = FedRun(clients=15, epochs=2.0, server_momentum=0.9)
+UTILITY_SEEDS = (0, 1, 2)
+
+
+def setting_name(point: Point) -> str:
+    """The training setting of a point (its name without the model state: every state of one
+    training run shares it)."""
+    return point.name.split(", ", 1)[1]
+
+
+def utility_trials(study: Study, seeds: Sequence[int] = UTILITY_SEEDS) -> list[dict]:
+    """One training run per (setting, defense, seed) of the 1x28x28 points: the settings in the
+    study's order, the baseline and the papers' strengths first, every seed of a defense before
+    the next defense."""
+    order = {d: k for k, d in enumerate(PAPER_FIRST)}
+    out, seen = [], set()
+    for point in study.points:
+        for defense in sorted(point.defenses, key=lambda d: order.get(d, len(order))):
+            for seed in seeds:
+                trial = {"setting": setting_name(point), "batch_size": point.batch_size,
+                         "local_steps": point.local_steps, "epsilon": point.epsilon, "defense": defense,
+                         "seed": int(seed)}
+                if tuple(trial.values()) not in seen:
+                    seen.add(tuple(trial.values()))
+                    out.append(trial)
+    return out
+
+
+def run_utility(study: Study, path: str | Path | None, run: FedRun = UTILITY_RUN, seeds: Sequence[int] = UTILITY_SEEDS,
+                over: Callable[[], bool] = lambda: False, train_subset: int | None = None,
+                test_subset: int | None = None, progress: bool | None = None) -> pd.DataFrame:
+    """Train DLG's LeNet on Fashion-MNIST by simulated FedAvg (:func:`~dlg_utils.fedsim.train_federated`)
+    in every (setting, defense, seed) of :func:`utility_trials`, each run stored at ``path`` as
+    it finishes (``over()`` asked between runs)."""
+    from dataclasses import replace as _replace
+
+    from .data import load_dataset, to_tensors
+    from .experiments import sweep
+    from .fedsim import utility_row
+    train, test = to_tensors(load_dataset("fashion-mnist")), to_tensors(load_dataset("fashion-mnist", train=False))
+    train = tuple(t[:train_subset] for t in train) if train_subset else train
+    test = tuple(t[:test_subset] for t in test) if test_subset else test
+    context = {"model": "lenet", "dataset": "fashion-mnist", "run": {k: v for k, v in canonical(run).items() if k != "seed"},
+               "local_lr": LOCAL_LR, "dp": [DP_EXAMPLES, DP_EPOCHS, DP_DELTA, DP_CLIP],
+               "train_subset": train_subset, "test_subset": test_subset}
+    frames = []
+    for trial in utility_trials(study, seeds):
+        if over():
+            break
+        point = Point(batch_size=trial["batch_size"], local_steps=trial["local_steps"], epsilon=trial["epsilon"])
+        model = MODELS["lenet"].build(trial["seed"], 1, 10, 28)
+        fed = _replace(run, seed=trial["seed"])
+        frames.append(sweep([trial], lambda t: utility_row(fed, point.case(t["defense"]), train, test, model), path,
+                            context=context, progress=False))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()

@@ -1,0 +1,114 @@
+"""The frontier at operating points (dlg_utils.operating): the grid's cells and trials, the
+verdicts read from exact intervals under three criteria, the cost to breach, an end-to-end cell
+that recovers images, resuming, and the utility trials."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from dlg_utils.cases import DPSGD
+from dlg_utils.operating import (DOMAINS, PAPER_FIRST, POINTS, Domain, Point, Study, cell_table, cell_trials,
+                                 quick_study, run_study, setting_name, study_progress, utility_trials)
+from dlg_utils.experiments import trial_cost
+from dlg_utils.stats import clopper_pearson
+
+
+def test_points_build_their_cases():
+    assert Point().case().describe() == "B=1, FedSGD"
+    dp = Point(epsilon=8.0).case("uniform:16")
+    assert dp.dp == DPSGD.at_epsilon(8.0, examples=4000, batch_size=1, epochs=20) and dp.defense == "uniform:16"
+    assert Point(batch_size=4, local_steps=5).case().local_steps == 5
+    assert setting_name(Point("trained", epsilon=1.0)) == "B=1, FedSGD, DP eps=1"
+
+
+def test_cells_run_the_papers_strengths_first_and_cover_the_grid():
+    cells = Study().cells()
+    first = [d for dom, p, d in cells if dom == "gray28" and p == POINTS[0]]
+    assert first[:8] == list(PAPER_FIRST[:8]) and len(first) == 20 and len(set(first)) == 20
+    assert {p.name for _, p, _ in cells} >= {"init, B=1, FedSGD", "trained, B=1, FedSGD", "middle, B=1, FedSGD",
+                                             "init, B=4, FedSGD", "init, B=16, FedSGD", "init, B=4, E=5",
+                                             "init, B=1, FedSGD, DP eps=8", "init, B=1, FedSGD, DP eps=1"}
+    assert {dom for dom, _, _ in cells} == {"gray28", "photos32"}
+    assert all(len(DOMAINS[d].images) >= 64 for d in DOMAINS)
+
+
+def test_cell_trials_batch_the_images_and_add_the_adaptive_attacker_where_it_knows_something():
+    study = Study()
+    trials = cell_trials(study, "gray28", Point(batch_size=4), "uniform:16")
+    assert {t.attack for t in trials} == {"idlg", "ig", "adaptive"} and len(trials) == 3 * 16
+    assert trials[0].image == (0, 1, 2, 3) and trials[0].case.defense == "uniform:16"
+    assert trials[0].tags == {"domain": "gray28", "point": "init, B=4, FedSGD", "state": "init"}
+    assert {t.attack for t in cell_trials(study, "gray28", Point(), "none")} == {"idlg", "ig"}
+    assert "adaptive" in {t.attack for t in cell_trials(study, "gray28", Point(epsilon=8.0), "none")}
+    ig = [t for t in cell_trials(study, "photos32", Point(), "none") if t.attack == "ig"]
+    assert ig[0].config().iterations == 4000 and ig[0].config().space == "normalized"
+    with pytest.raises(ValueError, match="no model state"):
+        cell_trials(study, "photos32", Point("trained"), "none")
+    with pytest.raises(ValueError, match="batches of 3"):
+        cell_trials(study, "gray28", Point(batch_size=3), "none")
+
+
+def fake_rows(recovered: dict, images=64, cost=2.0, attack="ig", domain="gray28"):
+    """Rows of one attack per image: ``recovered[defense]`` images with SSIM 0.9 / PSNR 30 /
+    MSE 1e-4, the rest with SSIM 0.1 / PSNR 10 / MSE 0.1."""
+    out = []
+    for defense, k in recovered.items():
+        for i in range(images):
+            good = i < k
+            out.append({"domain": domain, "point": "init, B=1, FedSGD", "defense": defense, "image": i, "seed": 0,
+                        "attack": attack, "ssim": 0.9 if good else 0.1, "psnr": 30.0 if good else 10.0,
+                        "mse": 1e-4 if good else 0.1, "seconds": 99.0, "cost_seconds": cost})
+    return pd.DataFrame(out)
+
+
+def test_cell_table_reads_verdicts_from_exact_intervals():
+    table = cell_table(fake_rows({"none": 64, "a": 0, "b": 6, "c": 20})).set_index("defense")
+    assert table.loc["a", "verdict"] == "protects" and table.loc["a", "ssim high"] == pytest.approx(clopper_pearson(0, 64)[1])
+    assert table.loc["none", "verdict"] == "leaks" and table.loc["c", "verdict"] == "leaks"
+    assert table.loc["b", "verdict"] == "open"  # 6 / 64: the interval straddles 10%
+    assert table.loc["c", "seconds per recovered image"] == pytest.approx(64 * 2.0 / 20)
+    assert np.isinf(table.loc["a", "seconds per recovered image"])
+    # an unsaturated budget never protects
+    unsat = cell_table(fake_rows({"a": 0}, domain="photos32")).set_index("defense")
+    assert unsat.loc["a", "verdict"] == "open" and not DOMAINS["photos32"].saturated
+
+
+def test_a_verdict_that_changes_with_the_criterion_is_marked():
+    rows = fake_rows({"d": 64})
+    rows.loc[rows.index, "mse"] = 0.05  # SSIM and PSNR say recovered, image MSE says not
+    table = cell_table(rows).set_index("defense")
+    assert table.loc["d", "ssim verdict"] == "leaks" and table.loc["d", "mse verdict"] == "protects"
+    assert table.loc["d", "verdict"] == "depends on the criterion"
+
+
+def test_trial_cost_prefers_the_trials_share():
+    rows = pd.DataFrame({"seconds": [10.0, 10.0], "cost_seconds": [2.5, np.nan]})
+    assert trial_cost(rows).tolist() == [2.5, 10.0]
+
+
+def test_a_cell_recovers_undefended_images_and_resumes(tmp_path, monkeypatch):
+    study = Study(points=(Point(defenses=("none",)),), photo_points=(),
+                  domains={"gray28": Domain("fashion-mnist", images=(0, 1, 2, 3), iterations=30)}, dlg_iterations=60)
+    path = tmp_path / "operating.jsonl"
+    rows = run_study(study, path)
+    table = cell_table(rows, study).set_index("defense")
+    assert table.loc["none", "ssim recovered"] >= 0.75  # DLG on the untrained LeNet's single-image gradient
+    assert study_progress(study, path)[["cells", "done"]].values.tolist() == [[1, 1]]
+    import dlg_utils.experiments as ex
+    monkeypatch.setattr(ex, "dlg_batch", lambda *a, **k: pytest.fail("a stored trial ran again"))
+    again = run_study(study, path)
+    assert len(again) == len(rows) == 8
+
+
+def test_quick_study_covers_both_domains():
+    cells = quick_study().cells()
+    assert {d for d, _, _ in cells} == {"gray28", "photos32"}
+
+
+def test_utility_trials_share_a_setting_across_model_states():
+    trials = utility_trials(Study())
+    settings = {t["setting"] for t in trials}
+    assert settings == {"B=1, FedSGD", "B=1, FedSGD, DP eps=8", "B=1, FedSGD, DP eps=1", "B=4, FedSGD",
+                        "B=16, FedSGD", "B=4, E=5"}
+    first = [(t["defense"], t["seed"]) for t in trials[:6]]
+    assert first == [("none", 0), ("none", 1), ("none", 2), ("uniform:16", 0), ("uniform:16", 1), ("uniform:16", 2)]
+    assert len({tuple(t.values()) for t in trials}) == len(trials)
