@@ -66,10 +66,10 @@ def client_updates(model: nn.Module, case: Case, params: dict[str, torch.Tensor]
         out = [{n: v[k] for n, v in batched.items()} for k in range(len(x))]
         if case.dp is not None and case.dp.noise > 0:  # one step: update = (clipped sum + sigma C z) / B
             scale = case.dp.noise * case.dp.clip / case.batch_size
-            out = [{n: v + scale * torch.randn(v.shape, generator=generator, dtype=v.dtype) for n, v in u.items()}
-                   for u in out]
+            out = [{n: v + scale * torch.randn(v.shape, generator=generator, dtype=v.dtype, device=v.device)
+                    for n, v in u.items()} for u in out]
         return out
-    noise = lambda name, shape: torch.randn(shape, generator=generator, dtype=x.dtype)
+    noise = lambda name, shape: torch.randn(shape, generator=generator, dtype=x.dtype, device=x.device)
     return [fn(params, x[k], probs[k], noise) for k in range(len(x))]
 
 
@@ -92,7 +92,7 @@ def train_federated(model: nn.Module, case: Case, train: tuple[torch.Tensor, tor
     names = [n for n, p in model.named_parameters() if p.requires_grad]
     params = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
     buffer = None
-    gen = torch.Generator().manual_seed(derived_seed(run.seed, CLIENT_STREAM))
+    gen = torch.Generator(images.device).manual_seed(derived_seed(run.seed, CLIENT_STREAM))
     marks = {int(round(rounds * (k + 1) / run.evaluations)) for k in range(run.evaluations)}
     curve, start, B = [], time.perf_counter(), case.batch_size
     defense = defense_from_spec(case.defense)  # its values, as share() sends them (the box is the attacker's)
@@ -108,7 +108,7 @@ def train_federated(model: nn.Module, case: Case, train: tuple[torch.Tensor, tor
 
     for r in tqdm(range(1, rounds + 1), desc=f"FedAvg {case.describe()}", disable=not progress, mininterval=5):
         pos = [((r - 1) * B + torch.arange(B)) % shortest for _ in shards]
-        idx = torch.stack([s[p] for s, p in zip(shards, pos)])
+        idx = torch.stack([s[p] for s, p in zip(shards, pos)]).to(images.device)
         updates = client_updates(model, case, params, images[idx], labels[idx], K, gen)
         shared = [defense([u[n] for n in names], gen) for u in updates]
         mean = [torch.stack(parts).mean(0) for parts in zip(*shared)]

@@ -19,7 +19,7 @@ see docs/frontier.md for why.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -80,20 +80,23 @@ class Point:
 @dataclass(frozen=True)
 class Domain:
     """One input domain: the data set attacked (``dataset``, its test split where it has one),
-    the images scored, the iterations of the Adam attackers (Inverting Gradients and the
-    adaptive one) and whether a budget curve showed that budget saturated
-    (:mod:`~dlg_utils.strength`: flat from 1,000 at 1x28x28; still rising at 24,000 at 3x32x32,
-    so no "protects" verdict can be read there)."""
+    the images scored, the attacked architecture (``model``: DLG's LeNet, whose 1x28x28
+    states are checkpoints of one training run; other models and domains are attacked at their
+    initialisation), the iterations of the Adam attackers (Inverting Gradients and the adaptive
+    one) and whether that budget can carry a "protects" verdict (``saturated``: a measured
+    budget curve is flat there, :mod:`~dlg_utils.strength`, or it is the authors' 24,000)."""
 
     dataset: str
     images: Sequence[int] = tuple(range(64))
     iterations: int = 1000
     saturated: bool = True
     states: Sequence[str] = ("init", "middle", "trained")
+    model: str = "lenet"
 
 
 DOMAINS = {"gray28": Domain("fashion-mnist", iterations=1000, saturated=True),
-           # no colour training set here: only the untrained model (CIFAR would give trained states)
+           # no colour training set here: only the untrained model (CIFAR would give trained states);
+           # the budget curve still rises at 24,000 at 3x32x32: 4,000 carries no "protects"
            "photos32": Domain("photos32", iterations=4000, saturated=False, states=("init",))}
 DLG_ITERATIONS = 300  # L-BFGS, stopping once the gradient distance is below 1e-4
 
@@ -106,15 +109,17 @@ POINTS = (Point("init"),
           Point("init", batch_size=16, defenses=PAPER_STRENGTH),
           Point("init", batch_size=4, local_steps=5, defenses=PAPER_STRENGTH))
 PHOTO_POINTS = (Point("init", defenses=(*PAPER_STRENGTH, *RELATIVE_NOISE)),)
+# the order the cells run in: the seeds' point at 1x28x28, then at 3x32x32 (the seeds' claims
+# are about 3x32x32 images at that point), then the other 1x28x28 points
+GRID = (("gray28", POINTS[0]), *(("photos32", p) for p in PHOTO_POINTS), *(("gray28", p) for p in POINTS[1:]))
 
 
 @dataclass(frozen=True)
 class Study:
-    """Which cells run, in order: every point of ``points`` in domain "gray28" and of
-    ``photo_points`` in "photos32", the papers' strengths first within a point."""
+    """Which cells run, in order: every (domain, point) of ``grid``, the papers' strengths
+    first within a point."""
 
-    points: Sequence[Point] = POINTS
-    photo_points: Sequence[Point] = PHOTO_POINTS
+    grid: Sequence[tuple[str, Point]] = GRID
     domains: dict = field(default_factory=lambda: dict(DOMAINS))
     dlg_iterations: int = DLG_ITERATIONS
     seed: int = 0
@@ -122,20 +127,34 @@ class Study:
     def cells(self) -> list[tuple[str, Point, str]]:
         """(domain, point, defense) of every cell, in the order they run."""
         order = {d: k for k, d in enumerate(PAPER_FIRST)}
-        out = []
-        for domain, points in (("gray28", self.points), ("photos32", self.photo_points)):
-            for point in points:
-                out += [(domain, point, d) for d in sorted(point.defenses, key=lambda d: order.get(d, len(order)))]
-        return out
+        return [(domain, point, d) for domain, point in self.grid
+                for d in sorted(point.defenses, key=lambda d: order.get(d, len(order)))]
+
+    def utility_points(self) -> list[Point]:
+        """The points whose training setting is measured: those of the Fashion-MNIST LeNet."""
+        return [p for d, p in self.grid if self.domains[d].dataset == "fashion-mnist" and self.domains[d].model == "lenet"]
 
 
 def quick_study() -> Study:
     """A minute-scale version (CI): 4 images, two points, three defenses, 20 iterations."""
-    few = {k: Domain(d.dataset, images=(0, 1, 2, 3), iterations=20, saturated=d.saturated, states=d.states)
-           for k, d in DOMAINS.items()}
-    return Study(points=(Point("init", defenses=("none", "uniform:16", "gaussian-rel:1")),
-                         Point("init", batch_size=2, defenses=("none",))),
-                 photo_points=(Point("init", defenses=("none",)),), domains=few, dlg_iterations=20)
+    few = {k: replace(d, images=(0, 1, 2, 3), iterations=20) for k, d in DOMAINS.items()}
+    return Study(grid=(("gray28", Point("init", defenses=("none", "uniform:16", "gaussian-rel:1"))),
+                       ("gray28", Point("init", batch_size=2, defenses=("none",))),
+                       ("photos32", Point("init", defenses=("none",)))), domains=few, dlg_iterations=20)
+
+
+def full_study() -> Study:
+    """The GPU grid (``scripts/full_scale.py --studies operating``): every point with every
+    defense at 1x28x28 and at 3x32x32, the 3x32x32 attacks at the authors' 24,000 iterations
+    (so a "protects" can be read there), and torchvision's ResNet-18 at its initialisation
+    beside LeNet at the seeds' point and at B = 4."""
+    domains = {**DOMAINS, "photos32": replace(DOMAINS["photos32"], iterations=24_000, saturated=True),
+               "gray28-resnet18": Domain("fashion-mnist", states=("init",), model="resnet18"),
+               "photos32-resnet18": Domain("photos32", iterations=24_000, states=("init",), model="resnet18")}
+    every = lambda p: replace(p, defenses=ALL_DEFENSES) if not p.epsilon else p
+    grid = [("gray28", every(p)) for p in POINTS] + [("photos32", every(p)) for p in POINTS if p.state == "init"]
+    grid += [(d, Point("init", batch_size=B)) for d in ("gray28-resnet18", "photos32-resnet18") for B in (1, 4)]
+    return Study(grid=tuple(grid), domains=domains)
 
 
 def cell_trials(study: Study, domain: str, point: Point, defense: str) -> list[AttackTrial]:
@@ -165,27 +184,29 @@ def domain_data(domain: str, study: Study | None = None):
     return load_dataset(name, train=False) if name == "fashion-mnist" else load_dataset(name)
 
 
-def domain_model(domain: str, state: str, data, folder: Path = CHECKPOINTS_DIR) -> nn.Module:
-    """The attacked model in eval mode: for "gray28" the checkpoint of ``state``; for "photos32"
-    DLG's LeNet at its initialisation (seed 0) for the data's shape and classes."""
-    if domain == "gray28":
+def domain_model(spec: Domain, state: str, data, folder: Path = CHECKPOINTS_DIR) -> nn.Module:
+    """The attacked model of a domain in eval mode: DLG's LeNet on Fashion-MNIST is the
+    checkpoint of ``state``; any other (domain, model) is its architecture at its
+    initialisation (seed 0) for the data's shape and classes."""
+    if spec.dataset == "fashion-mnist" and spec.model == "lenet":
         if state not in STATES:
             raise ValueError(f"unknown model state {state!r}; choose from {sorted(STATES)}")
         model, meta = load_checkpoint(folder / STATES[state])
         model.test_accuracy = float(meta.get("test_accuracy", float("nan")))
         return model.eval()
     if state != "init":
-        raise ValueError(f"domain {domain!r} has only the untrained model (no colour training set here)")
+        raise ValueError(f"{spec.model} on {spec.dataset} is attacked only at its initialisation (no checkpoints)")
     x0 = data[0][0]
-    model = MODELS["lenet"].build(0, x0.shape[0], len(data.classes), x0.shape[-1]).eval()
+    model = MODELS[spec.model].build(0, x0.shape[0], len(data.classes), x0.shape[-1]).eval()
     model.test_accuracy = float("nan")
     return model
 
 
 def run_study(study: Study, path: str | Path | None, over: Callable[[], bool] = lambda: False,
-              progress: bool | None = None, chunk_size: int = 64) -> pd.DataFrame:
-    """Attack every cell of ``study`` in order, each row stored at ``path`` as it finishes;
-    ``over()`` is asked between cells (a slice's time budget). Returns the rows of the cells run."""
+              progress: bool | None = None, chunk_size: int = 64, device: str = "cpu") -> pd.DataFrame:
+    """Attack every cell of ``study`` in order on ``device``, each row stored at ``path`` as it
+    finishes; ``over()`` is asked between cells (a slice's time budget). Returns the rows of the
+    cells run."""
     frames, data, models = [], {}, {}
     for domain, point, defense in study.cells():
         if over():
@@ -194,7 +215,7 @@ def run_study(study: Study, path: str | Path | None, over: Callable[[], bool] = 
             data[domain] = domain_data(domain, study)
         name = f"{domain}/{point.state}"
         if name not in models:
-            models[name] = domain_model(domain, point.state, data[domain])
+            models[name] = domain_model(study.domains[domain], point.state, data[domain]).to(device)
         frames.append(attack_sweep(cell_trials(study, domain, point, defense), {name: models[name]}, data[domain],
                                    path, rows=ROWS, execution=Execution(chunk_size=chunk_size, progress=progress)))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
@@ -247,7 +268,7 @@ def study_progress(study: Study, path: str | Path) -> pd.DataFrame:
             data[domain] = domain_data(domain, study)
         name = f"{domain}/{point.state}"
         if name not in models:
-            models[name] = domain_model(domain, point.state, data[domain])
+            models[name] = domain_model(study.domains[domain], point.state, data[domain])
         keys = attack_keys(cell_trials(study, domain, point, defense), {name: models[name]},
                            DatasetTargets(data[domain]), rows=ROWS)
         done = all(k in store for k, _, _ in keys)
@@ -275,7 +296,7 @@ def utility_trials(study: Study, seeds: Sequence[int] = UTILITY_SEEDS) -> list[d
     the next defense."""
     order = {d: k for k, d in enumerate(PAPER_FIRST)}
     out, seen = [], set()
-    for point in study.points:
+    for point in study.utility_points():
         for defense in sorted(point.defenses, key=lambda d: order.get(d, len(order))):
             for seed in seeds:
                 trial = {"setting": setting_name(point), "batch_size": point.batch_size,
@@ -289,10 +310,10 @@ def utility_trials(study: Study, seeds: Sequence[int] = UTILITY_SEEDS) -> list[d
 
 def run_utility(study: Study, path: str | Path | None, run: FedRun = UTILITY_RUN, seeds: Sequence[int] = UTILITY_SEEDS,
                 over: Callable[[], bool] = lambda: False, train_subset: int | None = None,
-                test_subset: int | None = None, progress: bool | None = None) -> pd.DataFrame:
+                test_subset: int | None = None, progress: bool | None = None, device: str = "cpu") -> pd.DataFrame:
     """Train DLG's LeNet on Fashion-MNIST by simulated FedAvg (:func:`~dlg_utils.fedsim.train_federated`)
-    in every (setting, defense, seed) of :func:`utility_trials`, each run stored at ``path`` as
-    it finishes (``over()`` asked between runs)."""
+    in every (setting, defense, seed) of :func:`utility_trials` on ``device``, each run stored at
+    ``path`` as it finishes (``over()`` asked between runs)."""
     from dataclasses import replace as _replace
 
     from .data import load_dataset, to_tensors
@@ -301,6 +322,7 @@ def run_utility(study: Study, path: str | Path | None, run: FedRun = UTILITY_RUN
     train, test = to_tensors(load_dataset("fashion-mnist")), to_tensors(load_dataset("fashion-mnist", train=False))
     train = tuple(t[:train_subset] for t in train) if train_subset else train
     test = tuple(t[:test_subset] for t in test) if test_subset else test
+    train, test = tuple(t.to(device) for t in train), tuple(t.to(device) for t in test)
     context = {"model": "lenet", "dataset": "fashion-mnist", "run": {k: v for k, v in canonical(run).items() if k != "seed"},
                "local_lr": LOCAL_LR, "dp": [DP_EXAMPLES, DP_EPOCHS, DP_DELTA, DP_CLIP],
                "train_subset": train_subset, "test_subset": test_subset}
@@ -309,8 +331,50 @@ def run_utility(study: Study, path: str | Path | None, run: FedRun = UTILITY_RUN
         if over():
             break
         point = Point(batch_size=trial["batch_size"], local_steps=trial["local_steps"], epsilon=trial["epsilon"])
-        model = MODELS["lenet"].build(trial["seed"], 1, 10, 28)
+        model = MODELS["lenet"].build(trial["seed"], 1, 10, 28).to(device)
         fed = _replace(run, seed=trial["seed"])
         frames.append(sweep([trial], lambda t: utility_row(fed, point.case(t["defense"]), train, test, model), path,
                             context=context, progress=False))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def utility_table(runs: pd.DataFrame, limit: float = 0.01) -> pd.DataFrame:
+    """Per (setting, defense): seeds, mean final accuracy, the drop against undefended training
+    in the same setting paired by seed (95% t-interval, and the Bonferroni interval over the
+    setting's defenses), Holm's p-value of "no drop" and the cost verdict ("free": the
+    corrected interval at most ``limit``; :func:`~dlg_utils.fedsim.paired_drops`)."""
+    from .fedsim import paired_drops
+    return paired_drops(runs[["setting", "defense", "seed", "accuracy"]], ["setting"], limit=limit)
+
+
+def frontier_cells(cells: pd.DataFrame, utility: pd.DataFrame) -> pd.DataFrame:
+    """:func:`cell_table` with each cell's utility (:func:`utility_table`) in the training
+    setting of its point (the 3x32x32 cells take the Fashion-MNIST setting's: no colour
+    training set here), and ``holds``: protects (SSIM verdict) and free."""
+    merged = cells.assign(setting=cells["point"].str.split(", ", n=1).str[1]).merge(
+        utility.drop(columns=["seeds"]), on=["setting", "defense"], how="left")
+    return merged.assign(holds=(merged["ssim verdict"] == "protects") & (merged["cost verdict"] == "free"))
+
+
+def claims_at(table: pd.DataFrame, domain: str, point: str, claims=None) -> pd.DataFrame:
+    """Every claim of :data:`~dlg_utils.frontier.CLAIMS` judged at one point of
+    :func:`frontier_cells` under each criterion: protects (True, False or None: open), free
+    (likewise, from the cost verdict) and the claim's verdict
+    (:func:`~dlg_utils.frontier.claim_verdict`), plus whether it depends on the criterion."""
+    from .frontier import CLAIMS, claim_verdict
+    read = {"protects": True, "leaks": False}
+    mine = table[(table["domain"] == domain) & (table["point"] == point)].set_index("defense")
+    out = []
+    for c in claims or CLAIMS:
+        if c.defense not in mine.index:
+            continue
+        r = mine.loc[c.defense]
+        free = {"free": True, "costs": False}.get(r.get("cost verdict"))
+        row = {"who": c.who, "defense": c.defense, "said": c.said, "domain": domain, "point": point,
+               "recovered (SSIM)": r["ssim recovered"], "ssim low": r["ssim low"], "ssim high": r["ssim high"],
+               "drop": r.get("drop", np.nan), "cost verdict": r.get("cost verdict")}
+        verdicts = {name: claim_verdict(read.get(r[f"{name} verdict"]), free, c) for name in CRITERIA}
+        row |= {f"{name} claim": v for name, v in verdicts.items()}
+        row["verdict"] = verdicts["ssim"] if len(set(verdicts.values())) == 1 else "depends on the criterion"
+        out.append(row)
+    return pd.DataFrame(out)

@@ -287,3 +287,66 @@ def budget_plot(table: pd.DataFrame, title: str, path: str | Path | None = None)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout(rect=(0, 0.1, 1, 1))
     return _finish(fig, path)
+
+
+def operating_plot(table: pd.DataFrame, title: str, limit: float = 0.10, columns: int = 3,
+                   criteria: Sequence[str] = ("ssim", "psnr", "mse"), path: str | Path | None = None) -> plt.Figure:
+    """Share of images recovered per defense with its exact 95% interval, one marker per
+    criterion side by side, one panel per (domain, point) of
+    :func:`~dlg_utils.operating.cell_table`; the dashed line is the protection limit."""
+    from .stats import CRITERIA
+    panels = list(dict.fromkeys(zip(table["domain"], table["point"])))
+    rows_ = -(-len(panels) // columns)
+    fig, axes = plt.subplots(rows_, columns, figsize=(6.2 * columns, 3.4 * rows_ + 0.8), squeeze=False, sharey=True)
+    colors = dict(zip(criteria, sns.color_palette("colorblind")))
+    for ax, (domain, point) in zip(axes.flat, panels):
+        g = table[(table["domain"] == domain) & (table["point"] == point)]
+        x = np.arange(len(g))
+        for j, name in enumerate(criteria):
+            v = g[f"{name} recovered"].to_numpy()
+            ax.errorbar(x + (j - (len(criteria) - 1) / 2) * 0.22, v,
+                        yerr=[v - g[f"{name} low"].to_numpy(), g[f"{name} high"].to_numpy() - v], fmt="o", ms=3.5,
+                        capsize=2, color=colors[name], label=CRITERIA[name].describe())
+        ax.axhline(limit, ls="--", lw=0.8, color="0.3")
+        ax.set_xticks(x, g["defense"], rotation=60, ha="right", fontsize=7)
+        ax.set_ylim(-0.04, 1.04)
+        ax.set_title(f"{domain}: {point} ({int(g['images'].max())} images)", fontsize=9)
+        ax.set_ylabel("images recovered")
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    axes[0][0].legend(fontsize=7, loc="center right")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return _finish(fig, path)
+
+
+def operating_frontier_plot(table: pd.DataFrame, title: str, limit: float = 0.10, columns: int = 3,
+                            path: str | Path | None = None) -> plt.Figure:
+    """Leakage (images recovered, SSIM, exact 95% interval) against the accuracy drop of
+    training in the point's setting (mean over seeds, 95% t-interval), one panel per (domain,
+    point), each defense labelled; the shaded corner is "protects and costs at most one point"."""
+    panels = list(dict.fromkeys(zip(table["domain"], table["point"])))
+    rows_ = -(-len(panels) // columns)
+    fig, axes = plt.subplots(rows_, columns, figsize=(5.6 * columns, 4.2 * rows_ + 0.8), squeeze=False)
+    for ax, (domain, point) in zip(axes.flat, panels):
+        g = table[(table["domain"] == domain) & (table["point"] == point)].dropna(subset=["drop"])
+        drop, v = 100 * g["drop"].to_numpy(), g["ssim recovered"].to_numpy()
+        ax.errorbar(drop, v, xerr=[drop - 100 * g["drop low"].fillna(g["drop"]).to_numpy(),
+                                   100 * g["drop high"].fillna(g["drop"]).to_numpy() - drop],
+                    yerr=[v - g["ssim low"].to_numpy(), g["ssim high"].to_numpy() - v], fmt="o", ms=4, capsize=2,
+                    color="C0", ecolor="0.6", lw=0.8)
+        ax.axhspan(-0.04, limit, xmax=1, color="C2", alpha=0.08)
+        ax.axhline(limit, ls="--", lw=0.8, color="0.3")
+        ax.axvline(1.0, ls=":", lw=0.8, color="0.3")
+        texts = [ax.text(a, b, d, fontsize=7) for a, b, d in zip(drop, v, g["defense"])]
+        if texts:
+            adjust_text(texts, ax=ax, arrowprops=dict(arrowstyle="-", color="0.5", lw=0.5))
+        ax.set_ylim(-0.04, 1.04)
+        ax.set_xlabel("accuracy drop (points)")
+        ax.set_ylabel("images recovered (SSIM)")
+        ax.set_title(f"{domain}: {point}", fontsize=9)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return _finish(fig, path)

@@ -16,6 +16,10 @@ Studies (--studies, in this order):
              1200 L-BFGS iterations, DLG and iDLG
   frontier   the privacy-utility frontier's utility side for ResNet-18: 17 defenses x 3 seeds,
              8 epochs on all of Fashion-MNIST
+  operating  the frontier at operating points at the larger grid (dlg_utils.operating.full_study):
+             every point with all 20 defenses at 1x28x28 and 3x32x32, the 3x32x32 attacks at
+             the authors' 24,000 iterations, ResNet-18 beside LeNet; one cell per unit; then
+             the utility runs of every setting (3 seeds), one run per unit
   benchmark  the batched engine against the reference loop on the device (LeNet, 300 its,
              1,024 and 4,096 trials first, then 256 and 64, eager and compile=True; ResNet-18,
              20 its, 256, 64 and 8 trials); the reference is timed once per model
@@ -41,11 +45,13 @@ import torch
 from dlg_utils.data import load_dataset
 from dlg_utils.storage import load_rows
 from dlg_utils.frontier import DEFENSES, Setup, run_utility
+from dlg_utils.fedsim import FedRun
+from dlg_utils import operating as op
 from dlg_utils.success import SuccessStudy
 from dlg_utils.training_study import FIG4_DEFENSES, TrainingSetting, defense_training, load_tensors
 
 ROOT = Path(__file__).resolve().parents[1]
-STUDIES = ("fig4", "seed002", "frontier", "benchmark")
+STUDIES = ("fig4", "seed002", "frontier", "operating", "benchmark")
 
 
 @dataclasses.dataclass
@@ -58,6 +64,8 @@ class Scale:
     seed002: SuccessStudy
     lenet_slice: int  # LeNet trials per unit of seed 002
     frontier: Setup
+    operating: object  # dlg_utils.operating.Study
+    operating_training: dict  # run_utility's size: run (FedRun), seeds, train_subset, test_subset
     # the benchmark's runs (model, trials, compiled) in the order they run: the issue's question
     # (1,000 LeNet trials x 300 iterations) first, since a GPU is lent for minutes at a time
     benchmark_units: tuple[tuple[str, int, bool], ...]
@@ -68,7 +76,8 @@ class Scale:
 
 def full() -> Scale:
     return Scale(fig4=TrainingSetting(), fig4_seeds=(0, 1, 2), fig4_defenses=FIG4_DEFENSES, seed002=SuccessStudy(),
-                 lenet_slice=500, frontier=Setup(models=("resnet18",), defenses=DEFENSES),
+                 lenet_slice=500, frontier=Setup(models=("resnet18",), defenses=DEFENSES), operating=op.full_study(),
+                 operating_training={},
                  benchmark_units=(("lenet", 1024, False), ("lenet", 1024, True), ("lenet", 4096, False),
                                   ("lenet", 4096, True), ("resnet18", 256, False), ("lenet", 256, False),
                                   ("lenet", 256, True), ("lenet", 64, False), ("lenet", 64, True),
@@ -83,8 +92,19 @@ def tiny() -> Scale:
                                       resnet_iterations=1, resnet_max_iter=2),
                  lenet_slice=4, frontier=Setup(models=("resnet18",), defenses=("none", "uniform:8"), train_seeds=(0,),
                                                epochs=1, train_subset=256, test_subset=256),
+                 operating=tiny_operating(),
+                 operating_training=dict(run=FedRun(epochs=0.02, evaluations=1), seeds=(0,), train_subset=256,
+                                         test_subset=256),
                  benchmark_units=(("lenet", 2, False), ("resnet18", 2, False), ("lenet", 3, False)),
                  benchmark_iterations=2, benchmark_resnet_iterations=1)
+
+
+def tiny_operating():
+    """One cell (2 images, 5 iterations) and its two training runs: the operating study's path."""
+    study = op.quick_study()
+    domains = {"gray28": dataclasses.replace(study.domains["gray28"], images=(0, 1), iterations=5)}
+    return dataclasses.replace(study, grid=(("gray28", op.Point(defenses=("none",))),), domains=domains,
+                               dlg_iterations=5)
 
 
 class Budget:
@@ -150,6 +170,25 @@ def frontier(scale: Scale, out: Path, budget: Budget, device: str, root: str | N
             if not budget.run("frontier", f"resnet18 {d} seed {s}", lambda: run_utility(
                     one, train, test, "fashion-mnist", out / "frontier_utility.jsonl", device=device, progress=False)):
                 return
+
+
+def operating(scale: Scale, out: Path, budget: Budget, device: str, root: str | None) -> None:
+    """One cell (a defense at a point, all its images and attacks) per unit, then one training
+    run per unit."""
+    study, size = scale.operating, dict(scale.operating_training)
+    for domain, point, defense in study.cells():
+        one = dataclasses.replace(study, grid=((domain, dataclasses.replace(point, defenses=(defense,))),))
+        if not budget.run("operating", f"{domain} {point.name} {defense}", lambda: op.run_study(
+                one, out / "operating.jsonl", progress=False, device=device)):
+            return
+    seeds = size.pop("seeds", op.UTILITY_SEEDS)
+    for trial in op.utility_trials(study, seeds):
+        only = dataclasses.replace(study, grid=(("gray28", op.Point(batch_size=trial["batch_size"], local_steps=trial[
+            "local_steps"], epsilon=trial["epsilon"], defenses=(trial["defense"],))),))
+        if not budget.run("operating", f"training {trial['setting']} {trial['defense']} seed {trial['seed']}",
+                          lambda: op.run_utility(only, out / "operating_utility.jsonl", seeds=(trial["seed"],),
+                                              device=device, **size)):
+            return
 
 
 def benchmark(scale: Scale, out: Path, budget: Budget, device: str, root: str | None) -> None:
@@ -231,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     budget = Budget(args.budget_s, out / "slices.jsonl", args.device)
     print(f"{'tiny' if args.tiny else 'full'} scale on {args.device} ({platform.node()}, torch {torch.__version__}), "
           f"budget {args.budget_s or 'none'} s, results in {out}", flush=True)
-    run = {"fig4": fig4, "seed002": seed002, "frontier": frontier, "benchmark": benchmark}
+    run = {"fig4": fig4, "seed002": seed002, "frontier": frontier, "operating": operating, "benchmark": benchmark}
     for study in studies:
         if budget.stopped:
             break

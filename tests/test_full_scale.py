@@ -38,7 +38,8 @@ def test_tiny_full_scale_in_slices(tmp_path, capsys):
     lenet, resnets = scale.seed002.trials(32)
     lenet_path, resnet_path = scale.seed002.paths(out)  # one file per model family: the keys hold the settings
     expected = {"fig4.jsonl": 2, "benchmark.jsonl": 3, "frontier_utility.jsonl": 2,
-                lenet_path.name: len(lenet), resnet_path.name: len(resnets)}
+                lenet_path.name: len(lenet), resnet_path.name: len(resnets),
+                "operating.jsonl": 4, "operating_utility.jsonl": 1}  # one cell: 2 images x (DLG, IG); one run
     assert counts(out) == expected
     fig4 = rows(out / "fig4.jsonl")
     assert {(r["defense"], r["seed"]) for r in fig4} == {("none", 0), ("uniform:16", 0)}

@@ -4,10 +4,11 @@ that recovers images, resuming, and the utility trials."""
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from dlg_utils.cases import DPSGD
-from dlg_utils.operating import (DOMAINS, PAPER_FIRST, POINTS, Domain, Point, Study, cell_table, cell_trials,
-                                 quick_study, run_study, setting_name, study_progress, utility_trials)
+from dlg_utils.operating import (ALL_DEFENSES, DOMAINS, PAPER_FIRST, POINTS, Domain, Point, Study, cell_table,
+                                 cell_trials, domain_model, full_study, quick_study, run_study, setting_name, study_progress, utility_trials)
 from dlg_utils.experiments import trial_cost
 from dlg_utils.stats import clopper_pearson
 
@@ -86,7 +87,7 @@ def test_trial_cost_prefers_the_trials_share():
 
 
 def test_a_cell_recovers_undefended_images_and_resumes(tmp_path, monkeypatch):
-    study = Study(points=(Point(defenses=("none",)),), photo_points=(),
+    study = Study(grid=(("gray28", Point(defenses=("none",))),),
                   domains={"gray28": Domain("fashion-mnist", images=(0, 1, 2, 3), iterations=30)}, dlg_iterations=60)
     path = tmp_path / "operating.jsonl"
     rows = run_study(study, path)
@@ -97,6 +98,24 @@ def test_a_cell_recovers_undefended_images_and_resumes(tmp_path, monkeypatch):
     monkeypatch.setattr(ex, "dlg_batch", lambda *a, **k: pytest.fail("a stored trial ran again"))
     again = run_study(study, path)
     assert len(again) == len(rows) == 8
+
+
+def test_the_gpu_grid_adds_every_defense_the_authors_budget_and_resnet18():
+    study = full_study()
+    assert study.domains["photos32"].iterations == 24_000 and study.domains["photos32"].saturated
+    names = {(d, p.name) for d, p in study.grid}
+    assert ("photos32-resnet18", "init, B=4, FedSGD") in names and ("photos32", "init, B=4, E=5") in names
+    assert all(set(p.defenses) == set(ALL_DEFENSES) for _, p in study.grid if not p.epsilon)
+    named = lambda cells: {(d, p.name, x) for d, p, x in cells if d == "gray28"}
+    assert named(Study().cells()) <= named(study.cells())  # the CPU cells (their keys) carry over
+    data = [(torch.zeros(3, 32, 32), 0)]
+
+    class Photos(list):
+        classes = list("abcdefg")
+    net = domain_model(study.domains["photos32-resnet18"], "init", Photos(data))
+    assert net(torch.zeros(1, 3, 32, 32)).shape == (1, 7)
+    with pytest.raises(ValueError, match="only at its initialisation"):
+        domain_model(study.domains["photos32"], "trained", Photos(data))
 
 
 def test_quick_study_covers_both_domains():
