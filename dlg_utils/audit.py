@@ -31,7 +31,7 @@ import math
 import random
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, fields
 from typing import Callable, Iterable, Sequence
 
 import numpy as np
@@ -107,6 +107,10 @@ class AuditConfig:
         if self.criterion not in CRITERIA:
             raise ValueError(f"criterion must be one of {sorted(CRITERIA)}, got {self.criterion!r}")
 
+    def wrap(self, strategy: Strategy, label: str = "") -> "AuditedStrategy":
+        """``strategy`` audited with these settings (what ``run_federated(audit=...)`` runs)."""
+        return AuditedStrategy(strategy, self, label=label)
+
     def settings(self) -> dict:
         """The settings a row's result depends on (part of its key)."""
         return {k: v for k, v in canonical(self).items() if k in
@@ -138,6 +142,15 @@ def audit_from_run(run_config: dict) -> AuditConfig:
         else:
             out[name] = type(default)(value)
     return AuditConfig(**out)
+
+
+def audited_from_run(strategy: Strategy, method: str, run_config: dict) -> Strategy:
+    """``strategy`` wrapped in the auditor when the run config says ``audit=true`` (its
+    ``audit_*`` options: :func:`audit_from_run`), else as it is: the deployment's
+    ``server_app(wrap=...)``."""
+    if not _flag(run_config.get("audit", False)):
+        return strategy
+    return AuditedStrategy(strategy, audit_from_run(run_config), label=method)
 
 
 # --- the server's view of one reply --------------------------------------------------------------
@@ -524,3 +537,19 @@ def audit_report(rows) -> str:
         parts.append(f"{len(skipped)} updates not attacked: " +
                      "; ".join(f"{c} x {reason}" for reason, c in reasons.items()) + ".")
     return " ".join(parts)
+
+
+def audited_run(trial: dict, cfg: FLConfig, audit: AuditConfig, num_cpus: int | None = 1) -> dict:
+    """One stored audited run (:func:`~dlg_utils.experiments.sweep`'s ``run``, as
+    :func:`~dlg_utils.federated.table1_run`): method ``trial["method"]`` with ``cfg`` and
+    ``trial["config"]``'s fields over it, audited by ``audit`` (named after the method, or
+    ``trial["run"]``). Returns the ``history`` (one record per round) and ``wall_seconds``;
+    the audit's rows are in ``audit.path``."""
+    from dataclasses import replace
+
+    from .federated import run_federated
+    start = time.perf_counter()
+    run_cfg = replace(cfg, **trial.get("config", {}))
+    history, _ = run_federated(trial["method"], run_cfg, num_cpus=num_cpus, progress=False,
+                               audit=replace(audit, run=trial.get("run", trial["method"])))
+    return {"history": history.drop(columns="method").to_dict("records"), "wall_seconds": time.perf_counter() - start}

@@ -26,8 +26,8 @@ multi-process deployment, where the run config is known only when a message arri
 
 This module is the Flower system only: training, DP-SGD, apps and the simulation runner. It
 imports the codec, data, models and training, never the attacks (the leakage study is
-:mod:`~dlg_utils.fl_leakage`; the audit of a run, :mod:`~dlg_utils.audit`, is imported only when
-a run is audited). :class:`TrainedSamplesMod` is the audit's client side: in audit mode only, each
+:mod:`~dlg_utils.fl_leakage`; the audit of a run, :mod:`~dlg_utils.audit`, wraps the strategy
+it is given). :class:`TrainedSamplesMod` is the audit's client side: in audit mode only, each
 train reply names the samples the client trained on, for the operator to score the attacks.
 """
 from __future__ import annotations
@@ -421,13 +421,14 @@ def make_strategy(method: str, cfg: FLConfig) -> tuple[FLConfig, QuantizedFedAvg
 
 
 def server_app(method: str | None = None, cfg: FLConfig | None = None, strategy: QuantizedFedAvg | None = None,
-               on_round: Callable[[dict], None] | None = None) -> ServerApp:
+               on_round: Callable[[dict], None] | None = None,
+               wrap: Callable[[QuantizedFedAvg, str, dict], object] | None = None) -> ServerApp:
     """A ServerApp that runs a method for ``cfg.rounds`` rounds from a LeNet-5 initialized with
     ``cfg.seed``, evaluating the global model on the test set after every round and passing
     each round's row to ``on_round``. Without ``method`` / ``cfg`` it reads them from the run
     config (:func:`config_from_run`), as in a multi-process deployment. Without ``strategy``,
-    a run config with ``audit=true`` wraps the method's strategy in the auditor
-    (:func:`dlg_utils.audit.audit_from_run`; imported only then)."""
+    ``wrap(strategy, method, run_config)`` may wrap the method's strategy (the deployment's
+    app passes :func:`dlg_utils.audit.audited_from_run`: ``audit=true`` audits the run)."""
     app = ServerApp()
 
     @app.main()
@@ -435,9 +436,8 @@ def server_app(method: str | None = None, cfg: FLConfig | None = None, strategy:
         run_method, run_cfg = config_from_run(context.run_config)
         run_method, run_cfg = method or run_method, cfg or run_cfg
         run_cfg, run_strategy, _ = make_strategy(run_method, run_cfg)
-        if strategy is None and _flag(context.run_config.get("audit", False)):
-            from .audit import AuditedStrategy, audit_from_run  # the attacks: only for an audited run
-            run_strategy = AuditedStrategy(run_strategy, audit_from_run(context.run_config), label=run_method)
+        if strategy is None and wrap is not None:
+            run_strategy = wrap(run_strategy, run_method, dict(context.run_config))
         torch.manual_seed(run_cfg.seed)
         model, test = get_model("lenet5", **dataset_options(run_cfg)), evaluation_data(run_cfg)
         start = time.perf_counter()
@@ -487,9 +487,10 @@ def run_federated(method: str, cfg: FLConfig = FLConfig(), *, num_cpus: int | No
     seconds, uplink / downlink bytes, epsilon; one row per message: its payload bytes).
 
     ``audit``: an :class:`~dlg_utils.audit.AuditConfig`: the server attacks the updates its
-    clients send (:class:`~dlg_utils.audit.AuditedStrategy`; the clients report their samples
-    with :class:`TrainedSamplesMod` when ``audit.truth``). Training is the same with or without
-    it; the audit's rows are in ``history.attrs["audit"]`` (and in ``audit.path``)."""
+    clients send (``audit.wrap``: :class:`~dlg_utils.audit.AuditedStrategy`; the clients report
+    their samples with :class:`TrainedSamplesMod` when ``audit.truth``). Training is the same
+    with or without it; the audit's rows are in ``history.attrs["audit"]`` (and in
+    ``audit.path``)."""
     from flwr.simulation import run_simulation  # Ray: imported only to simulate
 
     rows: list[dict] = []
@@ -507,8 +508,7 @@ def run_federated(method: str, cfg: FLConfig = FLConfig(), *, num_cpus: int | No
     LOG.setLevel(logging.INFO if verbose else logging.ERROR)
     cfg, strategy, client_policy = make_strategy(method, cfg)
     if audit is not None:
-        from .audit import AuditedStrategy  # the attacks: only for an audited run
-        strategy = AuditedStrategy(strategy, audit, label=method)
+        strategy = audit.wrap(strategy, label=audit.run or method)
     try:
         run_simulation(server_app(method, cfg, strategy, on_round),
                        client_app(client_policy, truth=audit is not None and audit.truth),

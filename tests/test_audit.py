@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from flwr.app import Array, ArrayRecord, ConfigRecord, Context, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Context, RecordDict
 
 from dlg_utils import audit as audit_module
 from dlg_utils.attacks import AttackConfig
@@ -84,6 +84,16 @@ def test_run_config_parses_into_an_audit_config_and_the_app_is_off_by_default():
     assert not mod.active(context(app)) and mod.active(context({**app, "audit": True}))
     assert not mod.active(context({**app, "audit": True, "audit_truth": False}))
     assert len(client_app(None, truth=FROM_RUN_CONFIG)._mods) == 1
+    # the deployment's ServerApp wraps its strategy in the auditor when the run config says so
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("dlg_fl_app", ROOT / "deploy/flower/dlg_fl_app.py")
+    deployed = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(deployed)
+    inner = QuantizedFedAvg("mixed")
+    assert deployed.audited(inner, "mixed", app) is inner
+    wrapped = deployed.audited(inner, "mixed", {**app, "audit": True, "audit_rounds": "2"})
+    assert isinstance(wrapped, AuditedStrategy) and wrapped.label == "mixed" and wrapped.config.rounds == (2,)
+    assert wrapped.codec is inner.policy and wrapped.traffic is inner.traffic  # the codec's policy; delegation
 
 
 def test_the_case_is_built_from_the_run_config_and_the_reported_examples():

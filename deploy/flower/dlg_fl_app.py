@@ -9,6 +9,13 @@ in ``--node-config``.
 """
 from dlg_utils.federated import FROM_RUN_CONFIG, client_app, server_app
 
-server = server_app()  # method, configuration and audit from the run config
+
+def audited(strategy, method: str, run_config: dict):
+    """``audit=true`` in the run config: the server attacks its clients' updates."""
+    from dlg_utils.audit import audited_from_run  # the attacks: imported by the server only
+    return audited_from_run(strategy, method, run_config)
+
+
+server = server_app(wrap=audited)  # method, configuration and audit from the run config
 # QuantizedUpdateMod with the policy of the run config's method; TrainedSamplesMod when it audits
 client = client_app(FROM_RUN_CONFIG, truth=FROM_RUN_CONFIG)
