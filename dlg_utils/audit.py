@@ -495,6 +495,11 @@ def _spans(values: Sequence[int]) -> str:
     return ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in out)
 
 
+def _rounds(values) -> str:
+    """"round 3" or "rounds 1-3, 5"."""
+    return f"round{'s' * (len(set(values)) > 1)} {_spans(values)}"
+
+
 def audit_report(rows) -> str:
     """A paragraph (markdown) that says what leaked, in which rounds, under which defense,
     with the numbers: per run, images recovered of images attacked, the rounds where any was,
@@ -509,8 +514,8 @@ def audit_report(rows) -> str:
     if len(done):
         names = sorted({a["attack"] for atts in done["attacks"] for a in atts})
         seconds = done["seconds"].sum()
-        parts.append(f"The server attacked {len(done)} client updates ({done['client'].nunique()} clients, rounds "
-                     f"{_spans(done['round'])}) with {', '.join(names)}, {seconds / len(done):.0f} CPU s per update.")
+        parts.append(f"The server attacked {len(done)} client updates ({done['client'].nunique()} clients, "
+                     f"{_rounds(done['round'])}) with {', '.join(names)}, {seconds / len(done):.0f} CPU s per update.")
     for run, g in done.groupby("run", sort=False):
         defense = ", ".join(dict.fromkeys(g["defense"]))
         scored = g[g["per_image"].apply(lambda v: isinstance(v, list))] if "per_image" in g else g.iloc[:0]
@@ -523,9 +528,11 @@ def audit_report(rows) -> str:
         leaking = sorted(scored.loc[scored["recovered"] > 0, "round"].unique())
         best = images.loc[images["psnr"].idxmax()]
         by_round = scored.groupby("round")["psnr"].mean()
+        others = [f"{int(recovered(images, c).sum())} by {CRITERIA[c].describe()}" for c in CRITERIA
+                  if CRITERIA[c].describe() != scored["criterion"].iloc[0]]
         text = (f"**{run}** ({defense}; {scored['case'].iloc[0]}): {k} of {n} images recovered "
-                f"({scored['criterion'].iloc[0]})")
-        text += f", in rounds {_spans(leaking)}" if leaking else ", in no round"
+                f"({scored['criterion'].iloc[0]}; {', '.join(others)})")
+        text += f", in {_rounds(leaking)}" if leaking else ", in no round"
         text += (f"; best {best['psnr']:.1f} dB (SSIM {best['ssim']:.2f}, client {best['client']}, round "
                  f"{best['round']}, {best['attack']})")
         if len(by_round) > 1:

@@ -251,7 +251,8 @@ def test_report_figure_and_gallery_read_the_rows(task_identity, every_node):
     rows = load_audit_rows(strategy)
     report = audit_report(rows)
     assert report.startswith("The server attacked 4 client updates (2 clients, rounds 1-2)")
-    assert "**base** (none; B=1, FedSGD)" in report and "of 4 images recovered (PSNR >= 25)" in report
+    assert "**base** (none; B=1, FedSGD)" in report and "by SSIM >= 0.5" in report
+    assert "of 4 images recovered (PSNR >= 25; " in report
     assert len(image_rows(rows)) == 4
     truths, recons, captions = best_images(rows, count=3)
     assert len(truths) == len(recons) == 3 and recons[0].shape == truths[0].shape == (1, 28, 28)
