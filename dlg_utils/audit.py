@@ -484,6 +484,32 @@ def best_images(rows, count: int = 8, run: str | None = None) -> tuple[list, lis
     return truths, recons, captions
 
 
+def round_images(rows, server_round: int) -> tuple[list, dict[str, list], dict[str, list[str]]]:
+    """Every audited client's images in round ``server_round`` and, per run, the best
+    reconstruction of each (runs of one setting share the clients' data): (true images,
+    run -> reconstructions, run -> captions "ATTACK P dB"), the arguments of
+    :func:`~dlg_utils.plotting.best_reconstructions`."""
+    rows = pd.DataFrame(rows)
+    images = image_rows(rows[rows["round"] == server_round])
+    if images.empty:
+        raise ValueError(f"no scored reconstruction in round {server_round}")
+    order = list(dict.fromkeys(images.sort_values(["client", "slot"])["index"]))
+    truths, recons, captions = [], {}, {}
+    for run, part in images.groupby("run", sort=False):
+        if set(part["index"]) != set(order):
+            raise ValueError(f"run {run!r} audited other images in round {server_round}")
+        part = part.set_index("index").loc[order]
+        recons[run], captions[run] = [], []
+        for index, img in part.iterrows():
+            row = rows[(rows["run"] == run) & (rows["round"] == server_round) & (rows["client"] == img["client"])].iloc[0]
+            attack = next(a for a in row["attacks"] if a["attack"] == img["attack"])
+            recons[run].append(stored_images(attack["reconstruction"])[int(img["match"])])
+            captions[run].append(f"{img['attack']} {img['psnr']:.1f} dB")
+            if len(truths) < len(order):
+                truths.append(_training_set(row["dataset"], row.get("data_root", "") or "")[int(index)][0])
+    return truths, recons, captions
+
+
 def _spans(values: Sequence[int]) -> str:
     """1, 2, 3, 5 -> "1-3, 5"."""
     values, out = sorted(set(int(v) for v in values)), []

@@ -22,10 +22,10 @@ from .config import output_path
 def _show(ax, image: torch.Tensor) -> None:
     img = image.detach().cpu().clamp(0, 1)
     img = img[0] if img.dim() == 4 else img
-    if img.shape[0] == 1:
-        ax.imshow(img[0], cmap="gray", vmin=0, vmax=1)
+    if img.shape[0] == 1:  # numpy arrays: matplotlib reading a tensor warns (torch's __array__ takes no copy)
+        ax.imshow(img[0].numpy(), cmap="gray", vmin=0, vmax=1)
     else:
-        ax.imshow(img.permute(1, 2, 0))
+        ax.imshow(img.permute(1, 2, 0).numpy())
     ax.set_xticks([]), ax.set_yticks([])
 
 

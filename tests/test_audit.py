@@ -15,7 +15,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, RecordDict
 from dlg_utils import audit as audit_module
 from dlg_utils.attacks import AttackConfig
 from dlg_utils.audit import (AuditConfig, AuditedStrategy, audit_from_run, audit_report, best_images, fl_case,
-                             image_rows, load_audit)
+                             image_rows, load_audit, round_images)
 from dlg_utils.cases import ServerView, client_update
 from dlg_utils.codec import to_numpy
 from dlg_utils.federated import (FROM_RUN_CONFIG, TRUTH, FLConfig, QuantizedFedAvg, TrainedSamplesMod, client_app,
@@ -259,6 +259,9 @@ def test_report_figure_and_gallery_read_the_rows(task_identity, every_node):
     assert captions[0].startswith("base r")
     audit_plot(rows, "test")
     best_reconstructions({"best": recons}, truths, {"best": captions})
+    truths, recons, captions = round_images(rows, 2)
+    assert len(truths) == 2 and list(recons) == ["base"] and len(recons["base"]) == len(captions["base"]) == 2
+    assert torch.equal(truths[0], client_data(cfg, 0)[0][0])  # client 0's image first
     blind = AuditedStrategy(QuantizedFedAvg(None), AuditConfig(**CHEAP, truth=False), label="blind")
     Federation(blind, cfg, truth=False).round(1)
     assert "no ground truth" in audit_report(blind.rows)
