@@ -26,7 +26,9 @@ multi-process deployment, where the run config is known only when a message arri
 
 This module is the Flower system only: training, DP-SGD, apps and the simulation runner. It
 imports the codec, data, models and training, never the attacks (the leakage study is
-:mod:`~dlg_utils.fl_leakage`).
+:mod:`~dlg_utils.fl_leakage`; the audit of a run, :mod:`~dlg_utils.audit`, wraps the strategy
+it is given). :class:`TrainedSamplesMod` is the audit's client side: in audit mode only, each
+train reply names the samples the client trained on, for the operator to score the attacks.
 """
 from __future__ import annotations
 
@@ -59,6 +61,7 @@ from .models import get_model
 from .training import evaluate
 
 CONFIG, METRICS = "config", "metrics"  # message keys (ARRAYS, UPDATE, RANGES: the codec's)
+TRUTH = "audit-truth"  # audit mode only: which samples a client trained on (TrainedSamplesMod)
 GLOBAL_STATE, VERSION_STATE = "dlg-global-model", "dlg-global-version"
 FROM_RUN_CONFIG = "from-run-config"  # client side: the policy of the run config's ``method``
 LOG = logging.getLogger("flwr")
@@ -113,6 +116,50 @@ class QuantizedUpdateMod:
         del reply.content[ARRAYS]
         reply.content[UPDATE], reply.content[RANGES] = update, ranges
         return reply
+
+
+class TrainedSamplesMod:
+    """Audit mode only (:mod:`~dlg_utils.audit`): a client Mod that adds to every train reply a
+    ConfigRecord ``TRUTH`` naming the client's partition, its data set and the indices of the
+    samples it trained on, so that an operator who owns the clients' data can score the
+    server's reconstructions. The auditor takes the record out before the strategy sees the
+    reply (the strategy and the attack never read it). ``enabled=FROM_RUN_CONFIG`` adds it only
+    when the run config says ``audit=true`` and not ``audit_truth=false`` (a deployment);
+    ``samples(msg, ctx)`` lists the indices (default: :func:`client_data`'s share under the
+    message's :class:`FLConfig`)."""
+
+    def __init__(self, enabled: bool | str = True, samples: Callable[[Message, Context], list[int]] | None = None):
+        if not (isinstance(enabled, bool) or enabled == FROM_RUN_CONFIG):
+            raise ValueError(f"enabled must be True, False or FROM_RUN_CONFIG, got {enabled!r}")
+        self.enabled, self.samples = enabled, samples or _trained_samples
+
+    def active(self, ctx: Context) -> bool:
+        if self.enabled == FROM_RUN_CONFIG:
+            run = ctx.run_config
+            return _flag(run.get("audit", False)) and _flag(run.get("audit_truth", True))
+        return bool(self.enabled)
+
+    def __call__(self, msg: Message, ctx: Context, call_next) -> Message:
+        if msg.metadata.message_type.split(".")[0] != MessageType.TRAIN or not self.active(ctx):
+            return call_next(msg, ctx)
+        config = dict(msg.content[CONFIG])  # read before the other Mods change the message
+        indices = [int(i) for i in self.samples(msg, ctx)]
+        reply = call_next(msg, ctx)
+        if not reply.has_error():
+            reply.content[TRUTH] = ConfigRecord({"partition": int(ctx.node_config["partition-id"]), "indices": indices,
+                                                 "dataset": str(config.get("dataset", "")),
+                                                 "data_root": str(config.get("data_root", ""))})
+        return reply
+
+
+def _flag(value) -> bool:
+    """A run config's boolean: a bool, or a string such as "true" / "false"."""
+    return value if isinstance(value, bool) else str(value).strip().lower() in ("1", "true", "yes", "on")
+
+
+def _trained_samples(msg: Message, ctx: Context) -> list[int]:
+    cfg = message_config(msg.content[CONFIG])
+    return client_data(cfg, int(ctx.node_config["partition-id"])).indices
 
 
 # --- the strategy ----------------------------------------------------------------------------
@@ -314,10 +361,15 @@ def local_train(model: torch.nn.Module, data: Dataset, cfg: FLConfig, seed: int,
     return out
 
 
+def message_config(config: ConfigRecord | dict) -> FLConfig:
+    """The :class:`FLConfig` a train message's config carries (the server sends every field)."""
+    return FLConfig(**{k: config[k] for k in asdict(FLConfig()) if k in config})
+
+
 def train_message(msg: Message, ctx: Context) -> Message:
     """The ClientApp's train function: load the global model, train locally, reply weights."""
     config = msg.content[CONFIG]
-    cfg = FLConfig(**{k: config[k] for k in asdict(FLConfig()) if k in config})
+    cfg = message_config(config)
     torch.set_num_threads(1)
     model = get_model("lenet5", **dataset_options(cfg))
     model.load_state_dict(msg.content[ARRAYS].to_torch_state_dict())
@@ -330,11 +382,13 @@ def train_message(msg: Message, ctx: Context) -> Message:
     return Message(content, reply_to=msg)
 
 
-def client_app(policy: Policy = None) -> ClientApp:
+def client_app(policy: Policy = None, truth: bool | str = False) -> ClientApp:
     """A ClientApp that trains seed 001's LeNet-5 on its partition: plain FedAvg with
     ``policy=None``; otherwise wrapped in :class:`QuantizedUpdateMod` with ``policy`` (a policy,
-    its name, or :data:`FROM_RUN_CONFIG`)."""
-    app = ClientApp(mods=[] if policy is None else [QuantizedUpdateMod(policy)])
+    its name, or :data:`FROM_RUN_CONFIG`). ``truth`` (True, or :data:`FROM_RUN_CONFIG`) adds
+    :class:`TrainedSamplesMod` outside it: the audit's ground truth."""
+    mods = ([] if not truth else [TrainedSamplesMod(truth)]) + ([] if policy is None else [QuantizedUpdateMod(policy)])
+    app = ClientApp(mods=mods)
     app.train()(train_message)
     return app
 
@@ -367,11 +421,14 @@ def make_strategy(method: str, cfg: FLConfig) -> tuple[FLConfig, QuantizedFedAvg
 
 
 def server_app(method: str | None = None, cfg: FLConfig | None = None, strategy: QuantizedFedAvg | None = None,
-               on_round: Callable[[dict], None] | None = None) -> ServerApp:
+               on_round: Callable[[dict], None] | None = None,
+               wrap: Callable[[QuantizedFedAvg, str, dict], object] | None = None) -> ServerApp:
     """A ServerApp that runs a method for ``cfg.rounds`` rounds from a LeNet-5 initialized with
     ``cfg.seed``, evaluating the global model on the test set after every round and passing
     each round's row to ``on_round``. Without ``method`` / ``cfg`` it reads them from the run
-    config (:func:`config_from_run`), as in a multi-process deployment."""
+    config (:func:`config_from_run`), as in a multi-process deployment. Without ``strategy``,
+    ``wrap(strategy, method, run_config)`` may wrap the method's strategy (the deployment's
+    app passes :func:`dlg_utils.audit.audited_from_run`: ``audit=true`` audits the run)."""
     app = ServerApp()
 
     @app.main()
@@ -379,6 +436,8 @@ def server_app(method: str | None = None, cfg: FLConfig | None = None, strategy:
         run_method, run_cfg = config_from_run(context.run_config)
         run_method, run_cfg = method or run_method, cfg or run_cfg
         run_cfg, run_strategy, _ = make_strategy(run_method, run_cfg)
+        if strategy is None and wrap is not None:
+            run_strategy = wrap(run_strategy, run_method, dict(context.run_config))
         torch.manual_seed(run_cfg.seed)
         model, test = get_model("lenet5", **dataset_options(run_cfg)), evaluation_data(run_cfg)
         start = time.perf_counter()
@@ -422,10 +481,16 @@ def method_setup(method: str, cfg: FLConfig) -> tuple[FLConfig, MixedPrecision |
 
 
 def run_federated(method: str, cfg: FLConfig = FLConfig(), *, num_cpus: int | None = None,
-                  progress: bool | None = None, verbose: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
+                  progress: bool | None = None, verbose: bool = False, audit=None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Run one method of seed 001's Table 1 with Flower's simulation engine (Ray, one
     process per concurrent client). Returns (one row per round: test loss and accuracy,
-    seconds, uplink / downlink bytes, epsilon; one row per message: its payload bytes)."""
+    seconds, uplink / downlink bytes, epsilon; one row per message: its payload bytes).
+
+    ``audit``: an :class:`~dlg_utils.audit.AuditConfig`: the server attacks the updates its
+    clients send (``audit.wrap``: :class:`~dlg_utils.audit.AuditedStrategy`; the clients report
+    their samples with :class:`TrainedSamplesMod` when ``audit.truth``). Training is the same
+    with or without it; the audit's rows are in ``history.attrs["audit"]`` (and in
+    ``audit.path``)."""
     from flwr.simulation import run_simulation  # Ray: imported only to simulate
 
     rows: list[dict] = []
@@ -442,8 +507,11 @@ def run_federated(method: str, cfg: FLConfig = FLConfig(), *, num_cpus: int | No
     level = LOG.level
     LOG.setLevel(logging.INFO if verbose else logging.ERROR)
     cfg, strategy, client_policy = make_strategy(method, cfg)
+    if audit is not None:
+        strategy = audit.wrap(strategy, label=audit.run or method)
     try:
-        run_simulation(server_app(method, cfg, strategy, on_round), client_app(client_policy),
+        run_simulation(server_app(method, cfg, strategy, on_round),
+                       client_app(client_policy, truth=audit is not None and audit.truth),
                        num_supernodes=cfg.num_clients,
                        backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
                                        "init_args": {"num_cpus": cpus, "log_to_driver": verbose,
@@ -463,6 +531,8 @@ def run_federated(method: str, cfg: FLConfig = FLConfig(), *, num_cpus: int | No
     metrics = pd.DataFrame.from_dict(strategy.train_metrics, orient="index")
     history = history.join(metrics.drop(columns=["num-examples"], errors="ignore"), on="round")
     history["method"] = method
+    if audit is not None:
+        history.attrs["audit"] = pd.DataFrame(strategy.rows)
     return history, traffic
 
 

@@ -22,10 +22,10 @@ from .config import output_path
 def _show(ax, image: torch.Tensor) -> None:
     img = image.detach().cpu().clamp(0, 1)
     img = img[0] if img.dim() == 4 else img
-    if img.shape[0] == 1:
-        ax.imshow(img[0], cmap="gray", vmin=0, vmax=1)
+    if img.shape[0] == 1:  # numpy arrays: matplotlib reading a tensor warns (torch's __array__ takes no copy)
+        ax.imshow(img[0].numpy(), cmap="gray", vmin=0, vmax=1)
     else:
-        ax.imshow(img.permute(1, 2, 0))
+        ax.imshow(img.permute(1, 2, 0).numpy())
     ax.set_xticks([]), ax.set_yticks([])
 
 
@@ -349,4 +349,40 @@ def operating_frontier_plot(table: pd.DataFrame, title: str, limit: float = 0.10
         ax.axis("off")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
+    return _finish(fig, path)
+
+
+# --- the audit of a Flower run (notebook 11) -------------------------------------------------------
+
+def audit_plot(rows: pd.DataFrame, title: str, metrics: Sequence[str] = ("psnr", "ssim"),
+               path: str | Path | None = None) -> plt.Figure:
+    """Leakage over rounds: per run (a column) and metric (a row), each audited client's
+    reconstructions (the mean over its images of the best attack's ``metric``) against the
+    round, one line per client, the success threshold dotted (:data:`~dlg_utils.stats.CRITERIA`).
+    ``rows``: the audit's rows (:func:`~dlg_utils.audit.load_audit`) that were scored."""
+    from .stats import CRITERIA
+    scored = rows[rows["per_image"].apply(lambda v: isinstance(v, list))] if "per_image" in rows else rows.iloc[:0]
+    if scored.empty:
+        raise ValueError("no scored audit rows to plot")
+    runs = list(dict.fromkeys(scored["run"]))
+    fig, axes = plt.subplots(len(metrics), len(runs), figsize=(3.6 * len(runs) + 0.8, 2.6 * len(metrics) + 0.7),
+                             sharex=True, sharey="row", squeeze=False)
+    clients = sorted(scored["client"].unique())
+    colors = dict(zip(clients, sns.color_palette("colorblind", len(clients))))
+    for c, run in enumerate(runs):
+        part = scored[scored["run"] == run]
+        for r, metric in enumerate(metrics):
+            ax = axes[r][c]
+            for client, g in part.groupby("client"):
+                g = g.sort_values("round")
+                ax.plot(g["round"], g[metric], marker="o", ms=3, color=colors[client], label=f"client {client}")
+            ax.axhline(CRITERIA[metric].threshold, color="gray", lw=0.8, ls=":")
+            ax.set_title(f"{run} ({part['defense'].iloc[0]})" if r == 0 else "", fontsize=9)
+            if c == 0:
+                ax.set_ylabel(f"{metric.upper()} of the best attack\n(mean over the client's images)", fontsize=8)
+            if r == len(metrics) - 1:
+                ax.set_xlabel("round")
+            ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0), title="audited", title_fontsize=7)
+    fig.suptitle(title, fontsize=9, wrap=True)
     return _finish(fig, path)

@@ -83,6 +83,18 @@ def load_rows(path: str | Path) -> list[dict]:
     return rows
 
 
+def _end_line(path: Path) -> None:
+    """End a torn last line (a killed run's half-written row) so that the next row starts on a
+    line of its own instead of being glued to it and lost."""
+    if path.exists() and path.stat().st_size:
+        with open(path, "rb") as f:
+            f.seek(-1, os.SEEK_END)
+            torn = f.read(1) != b"\n"
+        if torn:
+            with open(path, "a") as f:
+                f.write("\n")
+
+
 class OldFormatError(ValueError):
     """A results file written before keys covered every setting."""
 
@@ -103,6 +115,7 @@ class RowStore:
         self.rows = {r["key"]: r for r in rows}
         if self.path:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            _end_line(self.path)
 
     def __contains__(self, key: str) -> bool:
         return key in self.rows

@@ -15,3 +15,13 @@ def lenet():
     """The DLG LeNet (4 convs, 100 classes) with DLG's uniform init, seed 0."""
     torch.manual_seed(0)
     return init_uniform_(LeNet(3, 100, 32))
+
+
+@pytest.fixture
+def task_identity():
+    """Flower's task identity, which building a reply Message outside a running app needs."""
+    from flwr.supercore.task_identity import TaskIdentity
+    old = (TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id)
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 0
+    yield
+    TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id = old

@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MessageType, MetricRecord, RecordDict
-from flwr.supercore.task_identity import TaskIdentity
 from hypothesis import given, settings, strategies as st
 
 from dlg_utils.defenses import LayerPrecision, MixedPrecision
@@ -96,14 +95,6 @@ def test_one_step_update_is_minus_lr_times_the_gradient():
 
 
 # --- the Mod and the strategy on real Flower messages ---------------------------------------
-
-@pytest.fixture
-def task_identity():
-    old = (TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id)
-    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 0, 0
-    yield
-    TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id = old
-
 
 def weights(seed: int) -> dict[str, np.ndarray]:
     torch.manual_seed(seed)

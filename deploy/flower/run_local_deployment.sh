@@ -4,6 +4,8 @@
 # On several machines run the same commands with the SuperLink's address instead of 127.0.0.1.
 #   deploy/flower/run_local_deployment.sh [NUM_CLIENTS] [RUN_CONFIG]
 # e.g. deploy/flower/run_local_deployment.sh 3 "method='mixed' rounds=5"
+# An audited run (the server attacks its clients' updates; rows in the logs folder's audit.jsonl):
+#   deploy/flower/run_local_deployment.sh 2 "method='base' rounds=2 client_examples=1 batch_size=1 audit=true"
 set -euo pipefail
 N=${1:-2}
 RUN_CONFIG=${2:-"method='mixed' rounds=3"}
@@ -29,5 +31,9 @@ for ((i = 0; i < N; i++)); do
   GROUPS_+=($!)
 done
 sleep 5
-flwr run . local-deployment --stream --run-config "num_clients=$N $RUN_CONFIG"
+flwr run . local-deployment --stream --run-config "num_clients=$N audit_path='$LOGS/audit.jsonl' $RUN_CONFIG"
 echo "logs: $LOGS"
+if [ -f "$LOGS/audit.jsonl" ]; then
+  echo "audit: $LOGS/audit.jsonl"
+  python -c "import sys; from dlg_utils.audit import audit_report, load_audit; print(audit_report(load_audit(sys.argv[1])))" "$LOGS/audit.jsonl"
+fi
