@@ -228,6 +228,20 @@ def best_per_image(rows: pd.DataFrame) -> pd.DataFrame:
     return best_of_attacks(per_image(rows), keys=("domain", "point", "defense", "image"))
 
 
+def complete_cells(rows: pd.DataFrame, study: Study) -> pd.DataFrame:
+    """The rows of the cells of ``study`` whose every trial is stored (a cell still running
+    would otherwise be judged on some of its images or attacks)."""
+    if rows.empty:
+        return rows
+    points = {(d, p.name): p for d, p in study.grid}
+    keep = []
+    for (domain, point, defense), g in rows.groupby(["domain", "point", "defense"], sort=False):
+        if (domain, point) in points and defense in points[(domain, point)].defenses:
+            expected = cell_trials(study, domain, points[(domain, point)], defense)
+            keep.append(g if len(g) == len(expected) else g.iloc[:0])
+    return pd.concat(keep) if keep else rows.iloc[:0]
+
+
 def cell_table(rows: pd.DataFrame, study: Study | None = None, limit: float = LIMIT) -> pd.DataFrame:
     """Per (domain, point, defense): images, and under each criterion of
     :data:`~dlg_utils.stats.CRITERIA` the share recovered, its exact 95% interval and the verdict
@@ -352,7 +366,7 @@ def frontier_cells(cells: pd.DataFrame, utility: pd.DataFrame) -> pd.DataFrame:
     setting of its point (the 3x32x32 cells take the Fashion-MNIST setting's: no colour
     training set here), and ``holds``: protects (SSIM verdict) and free."""
     merged = cells.assign(setting=cells["point"].str.split(", ", n=1).str[1]).merge(
-        utility.drop(columns=["seeds"]), on=["setting", "defense"], how="left")
+        utility, on=["setting", "defense"], how="left")
     return merged.assign(holds=(merged["ssim verdict"] == "protects") & (merged["cost verdict"] == "free"))
 
 
@@ -378,3 +392,24 @@ def claims_at(table: pd.DataFrame, domain: str, point: str, claims=None) -> pd.D
         row["verdict"] = verdicts["ssim"] if len(set(verdicts.values())) == 1 else "depends on the criterion"
         out.append(row)
     return pd.DataFrame(out)
+
+
+def headline(table: pd.DataFrame, domain: str, point: str) -> str:
+    """The README's table for one point of :func:`frontier_cells`: per defense, the share of
+    images recovered under each criterion with its exact 95% interval, the verdict, the
+    accuracy drop in the point's setting (Bonferroni interval) and the cost to breach."""
+    mine = table[(table["domain"] == domain) & (table["point"] == point)]
+    pct = lambda r, n: f"{r[f'{n} recovered']:.0%} [{r[f'{n} low']:.0%}, {r[f'{n} high']:.0%}]"
+    def drop(r) -> str:
+        if "drop" not in r or pd.isna(r["drop"]):
+            return "not run"
+        if pd.isna(r["adjusted high"]):
+            return f"{100 * r['drop']:+.2f} ({int(r['seeds'])} seed: no interval)"
+        return f"{100 * r['drop']:+.2f} [{100 * r['adjusted low']:+.1f}, {100 * r['adjusted high']:+.1f}]"
+    lines = ["| defense | SSIM >= 0.5 | PSNR >= 25 dB | MSE < 1e-3 | verdict | drop (points) | s per image |",
+             "|---|---|---|---|---|---|---|"]
+    for _, r in mine.iterrows():
+        cost = r["seconds per recovered image"]
+        lines.append(f"| {r['defense']} | {pct(r, 'ssim')} | {pct(r, 'psnr')} | {pct(r, 'mse')} | {r['verdict']} | "
+                     f"{drop(r)} | {'-' if np.isinf(cost) else f'{cost:.1f}'} |")
+    return "\n".join(lines)

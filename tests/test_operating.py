@@ -10,6 +10,7 @@ from dlg_utils.cases import DPSGD
 from dlg_utils.operating import (ALL_DEFENSES, DOMAINS, PAPER_FIRST, POINTS, Domain, Point, Study, cell_table,
                                  cell_trials, domain_model, full_study, quick_study, run_study, setting_name, study_progress, utility_trials)
 from dlg_utils.experiments import trial_cost
+import dlg_utils.operating as op
 from dlg_utils.stats import clopper_pearson
 
 
@@ -79,6 +80,16 @@ def test_a_verdict_that_changes_with_the_criterion_is_marked():
     table = cell_table(rows).set_index("defense")
     assert table.loc["d", "ssim verdict"] == "leaks" and table.loc["d", "mse verdict"] == "protects"
     assert table.loc["d", "verdict"] == "depends on the criterion"
+
+
+def test_only_finished_cells_are_judged():
+    study = Study(grid=(("gray28", Point(defenses=("none", "uniform:16"))),),
+                  domains={"gray28": Domain("fashion-mnist", images=(0, 1))})
+    full = fake_rows({"none": 2}, images=2, attack="idlg")
+    full = pd.concat([full, full.assign(attack="ig")])  # none: DLG and IG on both images
+    part = fake_rows({"uniform:16": 2}, images=2, attack="idlg")  # uniform:16: its IG and adaptive still to run
+    kept = op.complete_cells(pd.concat([full, part]), study)
+    assert set(kept["defense"]) == {"none"} and len(kept) == 4
 
 
 def test_trial_cost_prefers_the_trials_share():
