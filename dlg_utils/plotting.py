@@ -296,6 +296,7 @@ def operating_plot(table: pd.DataFrame, title: str, limit: float = 0.10, columns
     :func:`~dlg_utils.operating.cell_table`; the dashed line is the protection limit."""
     from .stats import CRITERIA
     panels = list(dict.fromkeys(zip(table["domain"], table["point"])))
+    columns = max(1, min(columns, len(panels)))
     rows_ = -(-len(panels) // columns)
     fig, axes = plt.subplots(rows_, columns, figsize=(6.2 * columns, 3.4 * rows_ + 0.8), squeeze=False, sharey=True)
     colors = dict(zip(criteria, sns.color_palette("colorblind")))
@@ -326,6 +327,7 @@ def operating_frontier_plot(table: pd.DataFrame, title: str, limit: float = 0.10
     training in the point's setting (mean over seeds, 95% t-interval), one panel per (domain,
     point), each defense labelled; the shaded corner is "protects and costs at most one point"."""
     panels = list(dict.fromkeys(zip(table["domain"], table["point"])))
+    columns = max(1, min(columns, len(panels)))
     rows_ = -(-len(panels) // columns)
     fig, axes = plt.subplots(rows_, columns, figsize=(5.6 * columns, 4.2 * rows_ + 0.8), squeeze=False)
     for ax, (domain, point) in zip(axes.flat, panels):
