@@ -37,7 +37,7 @@ import logging
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Callable, Iterable
 
 import numpy as np
@@ -54,7 +54,6 @@ from tqdm.auto import tqdm
 from .codec import (ARRAYS, RANGES, UPDATE, Policy, as_policy, decode_update, encode_update, payload_bytes,
                     to_numpy, to_record, wrong_modes)
 from .cases import RDP_ORDERS, noise_multiplier
-from .storage import ADDED
 from .config import progress_enabled
 from .data import load_dataset, num_classes as count_classes
 from .defenses import MixedPrecision
@@ -159,9 +158,8 @@ def _flag(value) -> bool:
 
 
 def _trained_samples(msg: Message, ctx: Context) -> list[int]:
-    config = msg.content[CONFIG]
-    cfg = message_config(config)
-    return client_data(cfg, int(ctx.node_config["partition-id"]), int(config["server-round"])).indices
+    cfg = message_config(msg.content[CONFIG])
+    return client_data(cfg, int(ctx.node_config["partition-id"])).indices
 
 
 # --- the strategy ----------------------------------------------------------------------------
@@ -269,16 +267,10 @@ class FLConfig:
     dp_batch_size: int = 128  # DP-SGD's batch and step size (the "dp" method uses them)
     dp_lr: float = 0.1
     data_root: str = ""
-    # > 0: each round the client trains on the next this-many images of its share (round r: the
-    # r-th slice, cycling), not on all of it: fresh images every round, as an audit of a model
-    # that trains over many rounds needs (kept out of stored keys at its default: ADDED)
-    round_examples: int = field(default=0, metadata=ADDED)
 
     def __post_init__(self):
         if self.num_clients < 1 or self.rounds < 1 or self.local_epochs < 1 or self.batch_size < 1:
             raise ValueError("num_clients, rounds, local_epochs and batch_size must be >= 1")
-        if self.round_examples < 0:
-            raise ValueError(f"round_examples must be >= 0, got {self.round_examples}")
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if self.dp_epsilon < 0 or not 0 < self.dp_delta < 1:
@@ -290,9 +282,8 @@ def _dataset(name: str, train: bool, root: str) -> Dataset:
     return load_dataset(name, train=train, root=root or None)
 
 
-def client_data(cfg: FLConfig, partition: int, server_round: int | None = None) -> Subset:
-    """Client ``partition``'s share: an IID split of the training set (fixed by ``cfg.seed``);
-    with ``cfg.round_examples`` and a ``server_round``, that round's slice of it."""
+def client_data(cfg: FLConfig, partition: int) -> Subset:
+    """Client ``partition``'s share: an IID split of the training set (fixed by ``cfg.seed``)."""
     if not 0 <= partition < cfg.num_clients:
         raise ValueError(f"partition {partition} outside 0..{cfg.num_clients - 1}")
     data = _dataset(cfg.dataset, True, cfg.data_root)
@@ -300,8 +291,6 @@ def client_data(cfg: FLConfig, partition: int, server_round: int | None = None) 
     share = np.array_split(order.numpy(), cfg.num_clients)[partition]
     if cfg.client_examples:
         share = share[:cfg.client_examples]
-    if cfg.round_examples and server_round is not None:
-        share = share[(np.arange(cfg.round_examples) + (int(server_round) - 1) * cfg.round_examples) % len(share)]
     return Subset(data, share.tolist())
 
 
@@ -385,7 +374,7 @@ def train_message(msg: Message, ctx: Context) -> Message:
     model = get_model("lenet5", **dataset_options(cfg))
     model.load_state_dict(msg.content[ARRAYS].to_torch_state_dict())
     partition = int(ctx.node_config["partition-id"])
-    data = client_data(cfg, partition, int(config["server-round"]))
+    data = client_data(cfg, partition)
     seed = cfg.seed * 1_000_003 + int(config["server-round"]) * 1000 + partition
     metrics = local_train(model, data, cfg, seed, ctx.state)
     metrics["num-examples"] = len(data)

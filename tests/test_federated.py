@@ -9,7 +9,7 @@ from hypothesis import given, settings, strategies as st
 from dlg_utils.defenses import LayerPrecision, MixedPrecision
 from dlg_utils.codec import ARRAYS, RANGES, UPDATE, as_policy, decode_update, encode_update, upload_bytes
 from dlg_utils.federated import (CONFIG, FROM_RUN_CONFIG, METRICS, FLConfig, QuantizedFedAvg, QuantizedUpdateMod,
-                                 client_app, client_data, method_setup)
+                                 client_app, method_setup)
 from dlg_utils.fl_leakage import attacker_views, one_step_update
 from dlg_utils.models import LeNet5
 from dlg_utils.quantization import DTYPES
@@ -318,13 +318,3 @@ def test_table1_run_stores_the_history_without_the_method(monkeypatch):
     assert seen == {"method": "int8", "dataset": "mnist", "rounds": 1}
     assert row["history"] == [{"round": 0, "test_accuracy": 0.1}, {"round": 1, "test_accuracy": 0.5}]
     assert row["wall_seconds"] >= 0
-
-
-def test_round_examples_give_each_round_fresh_images():
-    cfg = FLConfig(num_clients=3, round_examples=4, client_examples=10)
-    whole = client_data(cfg, 1).indices
-    rounds = [client_data(cfg, 1, r).indices for r in (1, 2, 3)]
-    assert rounds[0] == whole[:4] and rounds[1] == whole[4:8] and rounds[2] == whole[8:] + whole[:2]  # cycling
-    assert client_data(FLConfig(num_clients=3), 1, 5).indices == client_data(FLConfig(num_clients=3), 1).indices
-    with pytest.raises(ValueError, match="round_examples"):
-        FLConfig(round_examples=-1)
