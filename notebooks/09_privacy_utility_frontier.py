@@ -110,7 +110,7 @@ fig = operating_plot(cells, title=(
     + "; ".join(f"{d}: {len(s.images)} images, {s.iterations} Adam iterations" for d, s in domains.items())
     + f" (DLG {STUDY.dlg_iterations} L-BFGS), one dummy seed; exact 95% intervals over images"
     + (" [QUICK RUN]" if QUICK else "")))
-save_figure(fig, "operating_privacy.png" if not QUICK else "runs/operating_privacy_quick.png");
+save_figure(fig, "operating_privacy.png");  # images/quick/ in quick mode
 
 # %%
 for name in CRITERIA:
@@ -177,7 +177,7 @@ if len(with_utility):
         "Leakage (best attack, SSIM ≥ 0.5, exact 95% interval) against the accuracy drop of federated training in "
         "the point's setting (15 clients, DLG's LeNet, Fashion-MNIST, 2 epochs, mean of seeds, 95% t-interval)"
         + (" [QUICK RUN]" if QUICK else "")))
-    save_figure(fig, "operating_frontier.png" if not QUICK else "runs/operating_frontier_quick.png")
+    save_figure(fig, "operating_frontier.png")  # images/quick/ in quick mode
 holds = table[table["holds"]]
 display(Markdown(
     "Defenses that hold (protect and cost at most one point), per point: "
