@@ -51,7 +51,7 @@ from .federated import CONFIG, TRUTH, FLConfig, dataset_options, dp_noise_multip
 from .metrics import label_count_accuracy, score_batch
 from .models import get_model
 from .quantization import step_size
-from .stats import CRITERIA, recovered
+from .stats import CRITERIA, clopper_pearson, recovered
 from .storage import RowStore, canonical, config_key, load_rows
 
 LOG = logging.getLogger("flwr")
@@ -463,6 +463,25 @@ def image_rows(rows) -> pd.DataFrame:
         base = {k: r.get(k) for k in ("run", "round", "client", "defense", "case", "local_steps", "images")}
         out.extend({**base, **rec} for rec in records)
     return pd.DataFrame(out)
+
+
+def round_table(rows, criteria: Sequence[str] = ("psnr", "ssim", "mse")) -> pd.DataFrame:
+    """Leakage per run and audited round, counted over images (each image's best attack): the
+    images scored, median PSNR and SSIM, and for each criterion of
+    :data:`~dlg_utils.stats.CRITERIA` the count recovered with its exact (Clopper-Pearson) 95%
+    interval (columns ``{criterion}``, ``{criterion}_low``, ``{criterion}_high``)."""
+    images = image_rows(rows)
+    if images.empty:
+        raise ValueError("no scored images in these rows")
+    out = []
+    for (run, rnd), g in images.groupby(["run", "round"], sort=False):
+        row = {"run": run, "round": int(rnd), "images": len(g), "median_psnr": g["psnr"].median(),
+               "median_ssim": g["ssim"].median()}
+        for name in criteria:
+            k = int(recovered(g, name).sum())
+            row[name], (row[f"{name}_low"], row[f"{name}_high"]) = k, clopper_pearson(k, len(g))
+        out.append(row)
+    return pd.DataFrame(out).sort_values(["run", "round"], kind="stable").reset_index(drop=True)
 
 
 def best_images(rows, count: int = 8, run: str | None = None) -> tuple[list, list, list[str]]:

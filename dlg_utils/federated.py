@@ -37,7 +37,7 @@ import logging
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Callable, Iterable
 
 import numpy as np
@@ -58,6 +58,7 @@ from .config import progress_enabled
 from .data import load_dataset, num_classes as count_classes
 from .defenses import MixedPrecision
 from .models import get_model
+from .storage import ADDED, canonical
 from .training import evaluate
 
 CONFIG, METRICS = "config", "metrics"  # message keys (ARRAYS, UPDATE, RANGES: the codec's)
@@ -158,8 +159,9 @@ def _flag(value) -> bool:
 
 
 def _trained_samples(msg: Message, ctx: Context) -> list[int]:
-    cfg = message_config(msg.content[CONFIG])
-    return client_data(cfg, int(ctx.node_config["partition-id"])).indices
+    config = msg.content[CONFIG]
+    return client_data(message_config(config), int(ctx.node_config["partition-id"]),
+                       int(config.get("server-round", 1))).indices
 
 
 # --- the strategy ----------------------------------------------------------------------------
@@ -267,6 +269,9 @@ class FLConfig:
     dp_batch_size: int = 128  # DP-SGD's batch and step size (the "dp" method uses them)
     dp_lr: float = 0.1
     data_root: str = ""
+    # > 0: each round the client trains on the next ``round_examples`` images of its share (fresh
+    # images every round, cycling), as a device sees new data; 0: its whole share every round
+    round_examples: int = field(default=0, metadata=ADDED)
 
     def __post_init__(self):
         if self.num_clients < 1 or self.rounds < 1 or self.local_epochs < 1 or self.batch_size < 1:
@@ -275,6 +280,8 @@ class FLConfig:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if self.dp_epsilon < 0 or not 0 < self.dp_delta < 1:
             raise ValueError("dp_epsilon must be >= 0 and dp_delta in (0, 1)")
+        if self.round_examples < 0 or self.client_examples < 0:
+            raise ValueError("client_examples and round_examples must be >= 0")
 
 
 @functools.lru_cache(maxsize=4)
@@ -282,8 +289,10 @@ def _dataset(name: str, train: bool, root: str) -> Dataset:
     return load_dataset(name, train=train, root=root or None)
 
 
-def client_data(cfg: FLConfig, partition: int) -> Subset:
-    """Client ``partition``'s share: an IID split of the training set (fixed by ``cfg.seed``)."""
+def client_data(cfg: FLConfig, partition: int, server_round: int = 1) -> Subset:
+    """What client ``partition`` trains on in round ``server_round``: its share of an IID split
+    of the training set (fixed by ``cfg.seed``), or with ``cfg.round_examples`` the round's
+    slice of that share (round 1 its first images, round 2 the next, cycling)."""
     if not 0 <= partition < cfg.num_clients:
         raise ValueError(f"partition {partition} outside 0..{cfg.num_clients - 1}")
     data = _dataset(cfg.dataset, True, cfg.data_root)
@@ -291,6 +300,11 @@ def client_data(cfg: FLConfig, partition: int) -> Subset:
     share = np.array_split(order.numpy(), cfg.num_clients)[partition]
     if cfg.client_examples:
         share = share[:cfg.client_examples]
+    if cfg.round_examples:
+        if server_round < 1:
+            raise ValueError(f"server_round must be >= 1, got {server_round}")
+        start = (server_round - 1) * cfg.round_examples
+        share = np.take(share, np.arange(start, start + cfg.round_examples), mode="wrap")
     return Subset(data, share.tolist())
 
 
@@ -374,7 +388,7 @@ def train_message(msg: Message, ctx: Context) -> Message:
     model = get_model("lenet5", **dataset_options(cfg))
     model.load_state_dict(msg.content[ARRAYS].to_torch_state_dict())
     partition = int(ctx.node_config["partition-id"])
-    data = client_data(cfg, partition)
+    data = client_data(cfg, partition, int(config["server-round"]))
     seed = cfg.seed * 1_000_003 + int(config["server-round"]) * 1000 + partition
     metrics = local_train(model, data, cfg, seed, ctx.state)
     metrics["num-examples"] = len(data)
@@ -453,7 +467,7 @@ def server_app(method: str | None = None, cfg: FLConfig | None = None, strategy:
             return MetricRecord({"test-loss": loss, "test-accuracy": accuracy})
 
         (strategy or run_strategy).start(grid=grid, initial_arrays=ArrayRecord(model.state_dict()),
-                                         num_rounds=run_cfg.rounds, train_config=ConfigRecord(asdict(run_cfg)),
+                                         num_rounds=run_cfg.rounds, train_config=ConfigRecord(canonical(run_cfg)),
                                          evaluate_fn=evaluate_fn)
 
     return app

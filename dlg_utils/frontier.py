@@ -370,15 +370,23 @@ def defense_verdicts(table: pd.DataFrame) -> pd.DataFrame:
                         free=read("drop low", "drop high", FREE_DROP))
 
 
-def claim_verdict(protects: bool | None, free: bool | None, claim: Claim) -> str:
+def claim_verdict(protects: bool | None, free: bool | None, claim: Claim, unmeasured: Sequence[str] = ()) -> str:
     """``"holds"``, ``"fails on privacy"`` (or accuracy, or both) or ``"not settled on ..."``:
-    ``claim`` read against a defense's verdicts (:func:`defense_verdicts`)."""
+    ``claim`` read against a defense's verdicts (:func:`defense_verdicts`). ``unmeasured``
+    names the parts ("privacy", "accuracy") with no measurement yet, as against an interval
+    that straddles the limit."""
     seen = {"privacy": (claim.protects, protects), "accuracy": (claim.costless, free)}
     wrong = [k for k, (said, found) in seen.items() if found is not None and said != found]
-    open_ = [k for k, (_, found) in seen.items() if found is None]
     if wrong:
         return "fails on " + " and ".join(wrong)
-    return "holds" if not open_ else "not settled on " + " and ".join(open_) + " (the interval straddles the limit)"
+    straddles = [k for k, (_, found) in seen.items() if found is None and k not in unmeasured]
+    missing = [k for k, (_, found) in seen.items() if found is None and k in unmeasured]
+    if not missing:
+        return "holds" if not straddles else f"not settled on {' and '.join(straddles)} (the interval straddles the limit)"
+    held = [k for k, (_, found) in seen.items() if found is not None]
+    return "; ".join(([f"holds on {' and '.join(held)}"] if held else []) + (
+        [f"not settled on {' and '.join(straddles)} (the interval straddles the limit)"] if straddles else []) +
+        [f"{' and '.join(missing)} not measured yet"])
 
 
 def claims_table(table: pd.DataFrame, claims: Sequence[Claim] = CLAIMS) -> pd.DataFrame:

@@ -310,14 +310,16 @@ def operating_plot(table: pd.DataFrame, title: str, limit: float = 0.10, columns
                         capsize=2, color=colors[name], label=CRITERIA[name].describe())
         ax.axhline(limit, ls="--", lw=0.8, color="0.3")
         ax.set_xticks(x, g["defense"], rotation=60, ha="right", fontsize=7)
+        ax.set_xlim(-0.6, max(len(g), 8) - 0.4)  # a point with few finished cells keeps the spacing
         ax.set_ylim(-0.04, 1.04)
         ax.set_title(f"{domain}: {point} ({int(g['images'].max())} images)", fontsize=9)
         ax.set_ylabel("images recovered")
     for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
-    axes[0][0].legend(fontsize=7, loc="center right")
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    handles, labels = axes[0][0].get_legend_handles_labels()  # under the panels: no marker hidden
+    fig.legend(handles, labels, loc="lower center", ncol=len(criteria), fontsize=8, frameon=False)
+    fig.suptitle(title, fontsize=10, wrap=True)
+    fig.tight_layout(rect=(0, 0.06 / rows_, 1, 1))
     return _finish(fig, path)
 
 
@@ -355,6 +357,47 @@ def operating_frontier_plot(table: pd.DataFrame, title: str, limit: float = 0.10
 
 
 # --- the audit of a Flower run (notebook 11) -------------------------------------------------------
+
+def audit_training_plot(curve: pd.DataFrame, images: pd.DataFrame, title: str,
+                        path: str | Path | None = None) -> plt.Figure:
+    """Leakage as a model trains, one audited run: the global model's test accuracy and the
+    clients' training loss over rounds (audited rounds dotted), then each audited image's PSNR
+    and SSIM (its best attack; one dot per image, the median as a bar) at each audited round,
+    the success thresholds dotted. ``curve``: the run's history (``round``,
+    ``test_accuracy``, ``train-loss``); ``images``: :func:`~dlg_utils.audit.image_rows`."""
+    from .stats import CRITERIA
+    if images.empty:
+        raise ValueError("no scored images to plot")
+    rounds = sorted(images["round"].unique())
+    fig, axes = plt.subplots(1, 3, figsize=(12.5, 3.6), gridspec_kw={"width_ratios": [1.2, 1, 1]})
+    ax = axes[0]
+    ax.plot(curve["round"], curve["test_accuracy"], color="C0", label="test accuracy")
+    ax.set(xlabel="round", ylabel="test accuracy", ylim=(0, 1))
+    loss_ax = ax.twinx()
+    trained = curve.dropna(subset=["train-loss"]) if "train-loss" in curve else curve.iloc[:0]
+    loss_ax.plot(trained["round"], trained["train-loss"], color="C1", label="clients' training loss")
+    loss_ax.set_ylabel("training loss", color="C1")
+    for r in rounds:
+        ax.axvline(r, color="gray", lw=0.6, ls=":")
+    handles = ax.get_lines()[:1] + loss_ax.get_lines()[:1]
+    ax.legend(handles, [h.get_label() for h in handles], fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2),
+              ncol=2, frameon=False)  # below the axes: no curve hidden
+    ax.set_title("training (dotted: audited rounds)", fontsize=9)
+    accuracy = curve.set_index("round")["test_accuracy"]
+    rng = np.random.default_rng(0)
+    for ax, metric in zip(axes[1:], ("psnr", "ssim")):
+        for i, r in enumerate(rounds):
+            values = images.loc[images["round"] == r, metric].to_numpy()
+            ax.scatter(i + rng.uniform(-0.18, 0.18, len(values)), values, s=12, alpha=0.7, color="C2")
+            ax.plot([i - 0.3, i + 0.3], [np.median(values)] * 2, color="black", lw=1.5)
+        ax.axhline(CRITERIA[metric].threshold, color="gray", lw=0.8, ls=":")
+        ax.set_xticks(range(len(rounds)),
+                      [f"{r}\n{accuracy.get(r, float('nan')):.0%}" for r in rounds], fontsize=7)
+        ax.set(xlabel="audited round (test accuracy)", ylabel=f"{metric.upper()} of the best attack")
+        ax.set_title(f"{metric.upper()} per image (bar: median; dotted: recovered)", fontsize=9)
+    fig.suptitle(title, fontsize=9, wrap=True)
+    return _finish(fig, path)
+
 
 def audit_plot(rows: pd.DataFrame, title: str, metrics: Sequence[str] = ("psnr", "ssim"),
                path: str | Path | None = None) -> plt.Figure:

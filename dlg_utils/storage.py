@@ -1,12 +1,14 @@
 """Keys and storage of results: a configuration's key (SHA-256 of its canonical JSON), digests
 of what a result depends on (tensors, models), and JSON-lines files of finished rows that an
-interrupted sweep resumes from. Rows written before keys covered every setting (only a
+interrupted sweep resumes from (gzip-compressed where the path ends in ``.gz``). Rows written before keys covered every setting (only a
 ``trial`` field) are refused: ``scripts/migrate_results.py`` rewrites the project's files."""
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import os
+import zlib
 from dataclasses import fields, is_dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -70,22 +72,59 @@ def model_fingerprint(model: nn.Module) -> dict:
 
 
 def load_rows(path: str | Path) -> list[dict]:
-    """The finished rows stored at ``path`` (a torn last line from a crash is ignored)."""
-    path = Path(path)
+    """The finished rows stored at ``path`` (a torn last line or gzip member from a crash is
+    ignored)."""
+    return _read_rows(Path(path))[0]
+
+
+def _read_rows(path: Path) -> tuple[list[dict], bool]:
+    """(rows, torn): the rows at ``path`` and whether a gzip file ends in a torn member."""
     if not path.exists():
-        return []
-    rows = []
-    for line in path.read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return rows
+        return [], False
+    rows, torn = [], False
+
+    def parse(lines):
+        for line in lines:
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    if path.suffix == ".gz":
+        try:  # one gzip member per appended row, or one for the whole file once compacted
+            with gzip.open(path, "rt") as f:
+                parse(f)
+        except (EOFError, gzip.BadGzipFile, zlib.error):
+            torn = True
+    else:
+        parse(path.read_text().splitlines())
+    return rows, torn
+
+
+def compact(path: str | Path) -> None:
+    """Rewrite a gzip store as one gzip member (appending writes one per row, which
+    compresses about half as well), atomically: the old file stands until the new one is
+    complete."""
+    path = Path(path)
+    if path.suffix != ".gz" or not path.exists():
+        return
+    rows = load_rows(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with gzip.open(tmp, "wt", compresslevel=9) as f:
+        for row in rows:
+            f.write(json.dumps(row, default=float) + "\n")
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
 
 
 def _end_line(path: Path) -> None:
     """End a torn last line (a killed run's half-written row) so that the next row starts on a
-    line of its own instead of being glued to it and lost."""
+    line of its own instead of being glued to it and lost; a gzip store with a torn last member
+    is rewritten without it (a member appended after it could not be read)."""
+    if path.suffix == ".gz":
+        if _read_rows(path)[1]:
+            compact(path)
+        return
     if path.exists() and path.stat().st_size:
         with open(path, "rb") as f:
             f.seek(-1, os.SEEK_END)
@@ -100,7 +139,8 @@ class OldFormatError(ValueError):
 
 
 class RowStore:
-    """Finished rows by key, kept in a JSON-lines file at ``path`` (or in memory if None)."""
+    """Finished rows by key, kept in a JSON-lines file at ``path`` (gzip-compressed if it ends
+    in ``.gz``: :func:`compact` it when a batch of rows is done), or in memory if None."""
 
     def __init__(self, path: str | Path | None):
         self.path = Path(path) if path else None
@@ -124,8 +164,9 @@ class RowStore:
         """Store one finished row with its key and configuration, on disk at once (synced)."""
         self.rows[key] = row = {**row, "key": key, "config": canonical(config)}
         if self.path:
-            with open(self.path, "a") as f:
-                f.write(json.dumps(row, default=float) + "\n")
+            line = json.dumps(row, default=float) + "\n"
+            with open(self.path, "ab") as f:
+                f.write(gzip.compress(line.encode()) if self.path.suffix == ".gz" else line.encode())
                 f.flush()
                 os.fsync(f.fileno())
 

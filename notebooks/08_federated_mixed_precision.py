@@ -36,7 +36,6 @@ from dlg_utils.notebook import start
 QUICK = start()  # DLG_QUICK=1 (or CI) shrinks the run; committed outputs are full runs
 
 # %%
-from dataclasses import asdict
 import numpy as np
 from dlg_utils.data import load_dataset, num_classes
 from dlg_utils.experiments import sweep, expand_histories
@@ -73,7 +72,7 @@ print(DATASETS, CFG)
 # wrong modes (Fig. 4). Each finished run is stored at once (`results/fl_table1.jsonl`).
 
 # %%
-runs = sweep([{"dataset": d, "method": m, "config": asdict(CFG)} for d in DATASETS for m in METHODS],
+runs = sweep([{"dataset": d, "method": m, "config": CFG} for d in DATASETS for m in METHODS],
              lambda trial: table1_run(trial, CFG),
              output_path("fl_table1.jsonl", RESULTS_DIR), desc="federated runs")
 curves = expand_histories(runs, keep=["dataset", "method"], column="history")

@@ -179,7 +179,7 @@ def operating(scale: Scale, out: Path, budget: Budget, device: str, root: str | 
     for domain, point, defense in study.cells():
         one = dataclasses.replace(study, grid=((domain, dataclasses.replace(point, defenses=(defense,))),))
         if not budget.run("operating", f"{domain} {point.name} {defense}", lambda: op.run_study(
-                one, out / "operating.jsonl", progress=False, device=device)):
+                one, out / "operating", progress=False, device=device)):
             return
     seeds = size.pop("seeds", op.UTILITY_SEEDS)
     for trial in op.utility_trials(study, seeds):

@@ -2,7 +2,8 @@
 the updates of each operating point (model state, batch size, FedAvg's local steps, DP-SGD), on
 64 Fashion-MNIST test images and 64 colour photo crops; and (``--part utility``) the accuracy
 of federated training in each point's setting under each defense, 3 seeds. Resumable: each
-finished trial is one JSON line in results/operating.jsonl (results/operating_utility.jsonl),
+finished trial is one JSON line in its point's store in results/operating/ (gzip JSON lines,
+one file per point; results/operating_utility.jsonl for training runs),
 the cells run in a fixed order (the papers' point first).
 
     python scripts/operating.py --budget-s 540 --threads 1   # a slice of about 9 minutes; re-run to go on
@@ -23,12 +24,12 @@ from dlg_utils.operating import Study, quick_study, run_study, run_utility, stud
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python scripts/operating.py", description=__doc__.split("\n\n")[0])
-    slice_arguments(parser, "operating.jsonl")
+    slice_arguments(parser, "operating/")
     parser.add_argument("--part", choices=("privacy", "utility"), default="privacy",
-                        help="privacy: the attacks (operating.jsonl); utility: the training runs (operating_utility.jsonl)")
+                        help="privacy: the attacks (operating/); utility: the training runs (operating_utility.jsonl)")
     parser.add_argument("--status", action="store_true", help="print how many cells are done and stop")
     args = parser.parse_args(argv)
-    study, path = (quick_study() if args.quick else Study()), Path(args.out) / "operating.jsonl"
+    study, path = (quick_study() if args.quick else Study()), Path(args.out) / "operating"
     if args.status:
         print(study_progress(study, path).to_string(index=False))
         return

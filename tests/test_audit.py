@@ -4,10 +4,11 @@ Message-level tests drive the strategy and the real ClientApp (with its Mods and
 by hand, one round at a time; the slow ones run Flower's simulation engine."""
 import pickle
 import tomllib
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, RecordDict
@@ -15,12 +16,14 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, RecordDict
 from dlg_utils import audit as audit_module
 from dlg_utils.attacks import AttackConfig
 from dlg_utils.audit import (AuditConfig, AuditedStrategy, audit_from_run, audit_report, best_images, fl_case,
-                             image_rows, load_audit, round_images)
+                             image_rows, load_audit, round_images, round_table)
 from dlg_utils.cases import ServerView, client_update
 from dlg_utils.codec import to_numpy
 from dlg_utils.federated import (FROM_RUN_CONFIG, TRUTH, FLConfig, QuantizedFedAvg, TrainedSamplesMod, client_app,
                                  client_data, dataset_options, dp_noise_multiplier)
 from dlg_utils.models import get_model
+from dlg_utils.stats import clopper_pearson
+from dlg_utils.storage import canonical
 
 ROOT = Path(__file__).resolve().parents[1]
 CHEAP = dict(attacks=("idlg",), iterations=2)  # the cheapest ensemble: for tests of the plumbing
@@ -54,7 +57,7 @@ class Federation:
         self.received = []  # what the wrapped strategy's aggregate_train got
 
     def round(self, server_round: int):
-        sent = list(self.strategy.configure_train(server_round, self.arrays, ConfigRecord(asdict(self.cfg)),
+        sent = list(self.strategy.configure_train(server_round, self.arrays, ConfigRecord(canonical(self.cfg)),
                                                   FakeGrid(sorted(self.contexts))))
         replies = [self.app(m, self.contexts[m.metadata.dst_node_id]) for m in sent]
         arrays, _ = self.strategy.aggregate_train(server_round, replies)
@@ -165,6 +168,33 @@ def test_the_attack_sees_only_the_server_view_and_the_strategy_never_the_truth(t
     assert rows[0]["indices"] == client_data(cfg, 0).indices and len(rows[0]["per_image"]) == 2
 
 
+def test_with_round_examples_each_round_trains_on_and_is_scored_against_the_next_images(task_identity, every_node,
+                                                                                        monkeypatch):
+    """``round_examples=2``: round 2's update is the one-step update on the client's next 2 images
+    at round 2's global model, and the truth the audit scores against names those images."""
+    cfg = FLConfig(num_clients=2, client_examples=5, round_examples=2, batch_size=2, test_examples=16)
+    views, real = [], audit_module.attack_view
+    monkeypatch.setattr(audit_module, "attack_view", lambda view, attack, **kw: views.append(view) or real(view, attack, **kw))
+    strategy = AuditedStrategy(QuantizedFedAvg(None), AuditConfig(**CHEAP, clients=1))
+    fed = Federation(strategy, cfg)
+    fed.round(1)
+    global_round2 = {k: torch.from_numpy(v) for k, v in to_numpy(fed.arrays).items()}
+    fed.round(2)
+    first, second = (client_data(cfg, 0, r).indices for r in (1, 2))
+    assert [r["indices"] for r in strategy.rows] == [first, second] and not set(first) & set(second)
+    share = client_data(replace(cfg, round_examples=0), 0).indices
+    assert first + second == share[:4] and client_data(cfg, 0, 3).indices == [share[4], share[0]]  # it wraps around
+    with pytest.raises(ValueError, match="server_round"):
+        client_data(cfg, 0, 0)
+    data = client_data(cfg, 0, 2)
+    x, y = torch.stack([data[i][0] for i in range(2)]), torch.tensor([data[i][1] for i in range(2)])
+    model = get_model("lenet5", **dataset_options(cfg))
+    model.load_state_dict(global_round2)
+    truth, _ = client_update(fl_case(canonical(cfg), 2), model, x, y)
+    for got, want in zip(views[-1].update.grads, truth.update.grads):
+        torch.testing.assert_close(got, want, rtol=1e-3, atol=1e-5)
+
+
 # --- training does not change ---------------------------------------------------------------------
 
 def test_auditing_changes_nothing_the_strategy_receives_or_sends(task_identity, every_node):
@@ -243,7 +273,7 @@ _real_attack_view = audit_module.attack_view
 def test_report_figure_and_gallery_read_the_rows(task_identity, every_node):
     import matplotlib
     matplotlib.use("Agg")
-    from dlg_utils.plotting import audit_plot, best_reconstructions
+    from dlg_utils.plotting import audit_plot, audit_training_plot, best_reconstructions
     cfg = FLConfig(num_clients=2, client_examples=1, batch_size=1, test_examples=16)
     strategy = AuditedStrategy(QuantizedFedAvg(None), AuditConfig(**CHEAP), label="base")
     fed = Federation(strategy, cfg)
@@ -253,7 +283,18 @@ def test_report_figure_and_gallery_read_the_rows(task_identity, every_node):
     assert report.startswith("The server attacked 4 client updates (2 clients, rounds 1-2)")
     assert "**base** (none; B=1, FedSGD)" in report and "by SSIM >= 0.5" in report
     assert "of 4 images recovered (PSNR >= 25; " in report
-    assert len(image_rows(rows)) == 4
+    images = image_rows(rows)
+    assert len(images) == 4
+    table = round_table(rows)  # per round, counted over images, with exact intervals
+    assert table["round"].tolist() == [1, 2] and table["images"].tolist() == [2, 2]
+    for _, r in table.iterrows():
+        part = images[images["round"] == r["round"]]
+        assert r["psnr"] == (part["psnr"] >= 25).sum() and r["ssim"] == (part["ssim"] >= 0.5).sum()
+        assert (r["mse_low"], r["mse_high"]) == clopper_pearson(r["mse"], 2)
+    curve = pd.DataFrame({"round": [0, 1, 2], "test_accuracy": [0.1, 0.2, 0.3], "train-loss": [None, 2.3, 2.2]})
+    audit_training_plot(curve, images, "test")
+    with pytest.raises(ValueError, match="no scored images"):
+        round_table(rows.assign(per_image=None))
     truths, recons, captions = best_images(rows, count=3)
     assert len(truths) == len(recons) == 3 and recons[0].shape == truths[0].shape == (1, 28, 28)
     assert captions[0].startswith("base r")

@@ -1,4 +1,5 @@
 """Typed trials, keys that cover every setting, storage that resumes, and old files refused."""
+import gzip
 import json
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import torch
 import dlg_utils.experiments as ex
 from dlg_utils.experiments import (AttackTrial, DatasetTargets, Execution, RowOptions, attack_keys, attack_sweep,
                                    expand_histories, sweep)
-from dlg_utils.storage import OldFormatError, load_rows
+from dlg_utils.storage import OldFormatError, compact, load_rows
 from dlg_utils.models import get_model
 
 QUIET = Execution(progress=False)
@@ -38,6 +39,24 @@ def test_sweep_resumes_without_redoing_or_losing_trials(tmp_path):
     assert df["value"].tolist() == [0, 1, 4, 9, 16] and df["seed"].tolist() == list(range(5))
     with pytest.raises(ValueError, match="duplicates"):
         sweep(trials + trials[:1], run, path)
+
+
+def test_a_gzip_store_resumes_after_a_torn_member_and_compacts(tmp_path):
+    """A ``.gz`` store appends one gzip member per row; a crash mid-row leaves a torn member,
+    which is dropped (not glued to the next row); ``compact`` packs it into one member."""
+    path, calls = tmp_path / "rows.jsonl.gz", []
+    run = lambda t: calls.append(t["seed"]) or {"value": t["seed"] ** 2}
+    trials = [{"seed": s} for s in range(4)]
+    sweep(trials[:3], run, path)
+    with open(path, "ab") as f:
+        f.write(gzip.compress(b'{"key": "x", "value": 1}\n')[:-12])  # killed while writing a row
+    assert [r["seed"] for r in load_rows(path)] == [0, 1, 2]
+    df = sweep(trials, run, path)
+    assert calls == [0, 1, 2, 3] and df["value"].tolist() == [0, 1, 4, 9]
+    size = path.stat().st_size
+    compact(path)
+    assert path.stat().st_size < size and [r["seed"] for r in load_rows(path)] == [0, 1, 2, 3]
+    assert sweep(trials, run, path)["value"].tolist() == [0, 1, 4, 9] and len(calls) == 4
 
 
 def test_sweep_context_is_part_of_the_key(tmp_path):

@@ -148,6 +148,9 @@ def test_claims_table_reads_each_claim_against_its_intervals():
     both = fr.Claim("x", "mixed", "protects for free", True, False)
     assert fr.claims_table(claims_frontier(), [both]).iloc[0]["verdict"] == "fails on privacy and accuracy"
     assert fr.claims_table(claims_frontier(), [fr.Claim("x", "none", "", True, True)]).empty  # not in the table
+    half = fr.CLAIMS[-1]  # an accuracy not measured is said as such, not as an interval that straddles
+    assert fr.claim_verdict(False, None, half, unmeasured=("accuracy",)) == "holds on privacy; accuracy not measured yet"
+    assert fr.claim_verdict(True, None, half, unmeasured=("accuracy",)) == "fails on privacy"
 
 
 def test_paper_strength_cells_pick_the_first_image_seed_and_the_papers_defenses():

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from dlg_utils.storage import load_rows
+
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "full_scale.py"
 spec = importlib.util.spec_from_file_location("full_scale", SCRIPT)
 full_scale = importlib.util.module_from_spec(spec)
@@ -15,11 +17,12 @@ spec.loader.exec_module(full_scale)
 
 
 def rows(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    return load_rows(path)  # JSON lines, gzip-compressed or not
 
 
 def counts(out: Path) -> dict[str, int]:
-    return {p.name: len(rows(p)) for p in sorted(out.glob("*.jsonl")) if p.name != "slices.jsonl"}
+    files = sorted([*out.glob("*.jsonl"), *out.glob("*/*.jsonl.gz")])
+    return {str(p.relative_to(out)): len(rows(p)) for p in files if p.name != "slices.jsonl"}
 
 
 @pytest.mark.slow
@@ -39,7 +42,7 @@ def test_tiny_full_scale_in_slices(tmp_path, capsys):
     lenet_path, resnet_path = scale.seed002.paths(out)  # one file per model family: the keys hold the settings
     expected = {"fig4.jsonl": 2, "benchmark.jsonl": 3, "frontier_utility.jsonl": 2,
                 lenet_path.name: len(lenet), resnet_path.name: len(resnets),
-                "operating.jsonl": 4, "operating_utility.jsonl": 1}  # one cell: 2 images x (DLG, IG); one run
+                "operating/gray28--init-B-1-FedSGD.jsonl.gz": 4, "operating_utility.jsonl": 1}  # one cell: 2 images x (DLG, IG); one run
     assert counts(out) == expected
     fig4 = rows(out / "fig4.jsonl")
     assert {(r["defense"], r["seed"]) for r in fig4} == {("none", 0), ("uniform:16", 0)}

@@ -100,7 +100,7 @@ def test_trial_cost_prefers_the_trials_share():
 def test_a_cell_recovers_undefended_images_and_resumes(tmp_path, monkeypatch):
     study = Study(grid=(("gray28", Point(defenses=("none",))),),
                   domains={"gray28": Domain("fashion-mnist", images=(0, 1, 2, 3), iterations=30)}, dlg_iterations=60)
-    path = tmp_path / "operating.jsonl"
+    path = tmp_path / "operating"
     rows = run_study(study, path)
     table = cell_table(rows, study).set_index("defense")
     assert table.loc["none", "ssim recovered"] >= 0.75  # DLG on the untrained LeNet's single-image gradient

@@ -10,15 +10,17 @@ from dlg_utils import frontier as fr
 from dlg_utils.config import RESULTS_DIR
 from dlg_utils.data import load_dataset
 from dlg_utils.experiments import DatasetTargets, attack_keys
-from dlg_utils.storage import RowStore, canonical, config_key
+from dlg_utils.storage import RowStore, canonical, config_key, load_rows
 
-FILES = sorted(RESULTS_DIR.glob("*.jsonl"))
+FILES = sorted([*RESULTS_DIR.glob("*.jsonl"), *RESULTS_DIR.glob("operating/*.jsonl.gz")])
 
 
-@pytest.mark.parametrize("path", FILES, ids=[p.name for p in FILES])
+@pytest.mark.parametrize("path", FILES, ids=[str(p.relative_to(RESULTS_DIR)) for p in FILES])
 def test_committed_file_is_in_the_current_format(path):
     store = RowStore(path)  # raises on an old-format row
-    assert len(store.rows) == sum(1 for line in path.read_text().splitlines() if line.strip())
+    lines = (len(load_rows(path)) if path.suffix == ".gz" else  # every line a row, no two rows under one key
+             sum(1 for line in path.read_text().splitlines() if line.strip()))
+    assert len(store.rows) == lines
     for row in store.rows.values():  # each row's key is the hash of the configuration it stores
         assert config_key(row["config"]) == row["key"]
 
@@ -73,3 +75,22 @@ def test_strength_trials_are_all_found(domain):
     store = RowStore(RESULTS_DIR / "strength.jsonl")
     missing = sum(k not in store for k, _, _ in keys)
     assert missing == 0, f"{missing} of {len(keys)} trials missing"
+
+
+@pytest.mark.parametrize("name", ["fl_table1.jsonl", "flower_audit_runs.jsonl", "flower_audit.jsonl"])
+def test_stored_federated_configs_keep_their_form(name):
+    """Notebooks 8 and 11 key their runs (and the auditor its rows) on an :class:`FLConfig`; a
+    field added to it since must not enter those keys at its default, or every run re-runs."""
+    from dlg_utils.federated import FLConfig
+
+    def configs(value):  # every stored FLConfig: a mapping with FLConfig's fields
+        if isinstance(value, dict):
+            if {"num_clients", "rounds", "local_epochs"} <= set(value):
+                yield value
+            else:
+                for v in value.values():
+                    yield from configs(v)
+    found = [c for row in RowStore(RESULTS_DIR / name).rows.values() for c in configs(row["config"])]
+    assert found
+    for config in found:
+        assert canonical(FLConfig(**config)) == config
