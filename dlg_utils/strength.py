@@ -56,8 +56,8 @@ ROWS = RowOptions(keep_history=False, keep_image=True)  # what a row keeps: metr
 
 
 def quick_plan() -> dict:
-    """:data:`PLAN` at budgets of 40 and 80 iterations (a smoke run, CI)."""
-    return {d: [(a, df, (40, 80)) for a, df, _ in steps] for d, steps in PLAN.items()}
+    """:data:`PLAN` at budgets of 20 and 40 iterations (a smoke run, CI)."""
+    return {d: [(a, df, (20, 40)) for a, df, _ in steps] for d, steps in PLAN.items()}
 
 
 def strength_trials(domain: str, images=PILOT_IMAGES, plan: dict | None = None) -> list[AttackTrial]:
