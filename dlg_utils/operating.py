@@ -110,9 +110,11 @@ POINTS = (Point("init"),
           Point("init", batch_size=16, defenses=PAPER_STRENGTH),
           Point("init", batch_size=4, local_steps=5, defenses=PAPER_STRENGTH))
 PHOTO_POINTS = (Point("init", defenses=(*PAPER_STRENGTH, *RELATIVE_NOISE)),)
-# the order the cells run in: the seeds' point at 1x28x28, then at 3x32x32 (the seeds' claims
-# are about 3x32x32 images at that point), then the other 1x28x28 points
-GRID = (("gray28", POINTS[0]), *(("photos32", p) for p in PHOTO_POINTS), *(("gray28", p) for p in POINTS[1:]))
+# the order the cells run in: the seeds' point at 1x28x28; DP-SGD at epsilon 8 and 1 (one cell
+# each); the seeds' point at 3x32x32 (the seeds' claims are about 3x32x32 images there, 11-25
+# minutes a cell); then the other 1x28x28 points
+GRID = (("gray28", POINTS[0]), *(("gray28", p) for p in POINTS[1:3]), *(("photos32", p) for p in PHOTO_POINTS),
+        *(("gray28", p) for p in POINTS[3:]))
 
 
 @dataclass(frozen=True)
@@ -344,20 +346,25 @@ def utility_trials(study: Study, seeds: Sequence[int] = UTILITY_SEEDS) -> list[d
 
 def run_utility(study: Study, path: str | Path | None, run: FedRun = UTILITY_RUN, seeds: Sequence[int] = UTILITY_SEEDS,
                 over: Callable[[], bool] = lambda: False, train_subset: int | None = None,
-                test_subset: int | None = None, progress: bool | None = None, device: str = "cpu") -> pd.DataFrame:
-    """Train DLG's LeNet on Fashion-MNIST by simulated FedAvg (:func:`~dlg_utils.fedsim.train_federated`)
-    in every (setting, defense, seed) of :func:`utility_trials` on ``device``, each run stored at
-    ``path`` as it finishes (``over()`` asked between runs)."""
+                test_subset: int | None = None, progress: bool | None = None, device: str = "cpu",
+                dataset: str = "fashion-mnist", root: str | Path | None = None) -> pd.DataFrame:
+    """Train DLG's LeNet by simulated FedAvg (:func:`~dlg_utils.fedsim.train_federated`) in
+    every (setting, defense, seed) of :func:`utility_trials` on ``device``, each run stored at
+    ``path`` as it finishes (``over()`` asked between runs). ``dataset``: the training and test
+    set, Fashion-MNIST (the 1x28x28 points; here utility comes from it) or, where the user has
+    it (``root``), CIFAR-10: the accuracy cost for the 3x32x32 points, keyed apart."""
     from dataclasses import replace as _replace
 
     from .data import load_dataset, to_tensors
     from .experiments import sweep
     from .fedsim import utility_row
-    train, test = to_tensors(load_dataset("fashion-mnist")), to_tensors(load_dataset("fashion-mnist", train=False))
+    train = to_tensors(load_dataset(dataset, root=root))
+    test = to_tensors(load_dataset(dataset, train=False, root=root))
     train = tuple(t[:train_subset] for t in train) if train_subset else train
     test = tuple(t[:test_subset] for t in test) if test_subset else test
+    channels, size, classes = train[0].shape[1], train[0].shape[-1], int(max(train[1].max(), test[1].max())) + 1
     train, test = tuple(t.to(device) for t in train), tuple(t.to(device) for t in test)
-    context = {"model": "lenet", "dataset": "fashion-mnist", "run": {k: v for k, v in canonical(run).items() if k != "seed"},
+    context = {"model": "lenet", "dataset": dataset, "run": {k: v for k, v in canonical(run).items() if k != "seed"},
                "local_lr": LOCAL_LR, "dp": [DP_EXAMPLES, DP_EPOCHS, DP_DELTA, DP_CLIP],
                "train_subset": train_subset, "test_subset": test_subset}
     frames = []
@@ -365,7 +372,7 @@ def run_utility(study: Study, path: str | Path | None, run: FedRun = UTILITY_RUN
         if over():
             break
         point = Point(batch_size=trial["batch_size"], local_steps=trial["local_steps"], epsilon=trial["epsilon"])
-        model = MODELS["lenet"].build(trial["seed"], 1, 10, 28).to(device)
+        model = MODELS["lenet"].build(trial["seed"], channels, classes, size).to(device)
         fed = _replace(run, seed=trial["seed"])
         frames.append(sweep([trial], lambda t: utility_row(fed, point.case(t["defense"]), train, test, model), path,
                             context=context, progress=False))

@@ -8,6 +8,7 @@ the cells run in a fixed order (the papers' point first).
 
     python scripts/operating.py --budget-s 540 --threads 1   # a slice of about 9 minutes; re-run to go on
     python scripts/operating.py --part utility --budget-s 540 --threads 1
+    python scripts/operating.py --part utility --dataset cifar10 --data-root ~/data   # where you have CIFAR-10
     python scripts/operating.py --quick --out /tmp/operating
     python scripts/operating.py --status                     # which cells are done
 """
@@ -28,6 +29,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--part", choices=("privacy", "utility"), default="privacy",
                         help="privacy: the attacks (operating/); utility: the training runs (operating_utility.jsonl)")
     parser.add_argument("--status", action="store_true", help="print how many cells are done and stop")
+    parser.add_argument("--dataset", choices=("fashion-mnist", "cifar10"), default="fashion-mnist",
+                        help="utility: the training set (cifar10 where you have it: operating_utility_cifar10.jsonl)")
+    parser.add_argument("--data-root", default=None, help="utility: where the data set is (default: dlg_utils')")
     args = parser.parse_args(argv)
     study, path = (quick_study() if args.quick else Study()), Path(args.out) / "operating"
     if args.status:
@@ -36,7 +40,9 @@ def main(argv: list[str] | None = None) -> None:
     over, start = start_slice(args), time.perf_counter()
     if args.part == "utility":
         quick = dict(run=FedRun(epochs=0.02, evaluations=1), seeds=(0, 1), train_subset=3000, test_subset=500)
-        rows = run_utility(study, Path(args.out) / "operating_utility.jsonl", over=over, **(quick if args.quick else {}))
+        name = "operating_utility.jsonl" if args.dataset == "fashion-mnist" else f"operating_utility_{args.dataset}.jsonl"
+        rows = run_utility(study, Path(args.out) / name, over=over, dataset=args.dataset, root=args.data_root,
+                           **(quick if args.quick else {}))
     else:
         rows = run_study(study, path, over=over)
     print(f"{len(rows)} rows; done in {time.perf_counter() - start:.0f} s"
