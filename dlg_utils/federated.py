@@ -387,9 +387,9 @@ def train_message(msg: Message, ctx: Context) -> Message:
     torch.set_num_threads(1)
     model = get_model("lenet5", **dataset_options(cfg))
     model.load_state_dict(msg.content[ARRAYS].to_torch_state_dict())
-    partition = int(ctx.node_config["partition-id"])
-    data = client_data(cfg, partition, int(config["server-round"]))
-    seed = cfg.seed * 1_000_003 + int(config["server-round"]) * 1000 + partition
+    partition, server_round = int(ctx.node_config["partition-id"]), int(config["server-round"])
+    data = client_data(cfg, partition, server_round)
+    seed = cfg.seed * 1_000_003 + server_round * 1000 + partition
     metrics = local_train(model, data, cfg, seed, ctx.state)
     metrics["num-examples"] = len(data)
     content = RecordDict({ARRAYS: ArrayRecord(model.state_dict()), METRICS: MetricRecord(metrics)})

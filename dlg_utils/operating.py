@@ -355,14 +355,15 @@ def run_utility(study: Study, path: str | Path | None, run: FedRun = UTILITY_RUN
     it (``root``), CIFAR-10: the accuracy cost for the 3x32x32 points, keyed apart."""
     from dataclasses import replace as _replace
 
-    from .data import load_dataset, to_tensors
+    from .data import load_dataset, num_classes, to_tensors
     from .experiments import sweep
     from .fedsim import utility_row
-    train = to_tensors(load_dataset(dataset, root=root))
-    test = to_tensors(load_dataset(dataset, train=False, root=root))
+    train_set = load_dataset(dataset, root=root)
+    classes = num_classes(train_set)
+    train, test = to_tensors(train_set), to_tensors(load_dataset(dataset, train=False, root=root))
     train = tuple(t[:train_subset] for t in train) if train_subset else train
     test = tuple(t[:test_subset] for t in test) if test_subset else test
-    channels, size, classes = train[0].shape[1], train[0].shape[-1], int(max(train[1].max(), test[1].max())) + 1
+    channels, size = train[0].shape[1], train[0].shape[-1]
     train, test = tuple(t.to(device) for t in train), tuple(t.to(device) for t in test)
     context = {"model": "lenet", "dataset": dataset, "run": {k: v for k, v in canonical(run).items() if k != "seed"},
                "local_lr": LOCAL_LR, "dp": [DP_EXAMPLES, DP_EPOCHS, DP_DELTA, DP_CLIP],
