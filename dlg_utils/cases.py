@@ -69,9 +69,12 @@ def noise_multiplier(epsilon: float, delta: float, sample_rate: float, steps: in
         raise ValueError(f"epsilon must be > 0, got {epsilon!r}")
     if not 0 < delta < 1 or not 0 < sample_rate <= 1 or steps < 1:
         raise ValueError(f"need 0 < delta < 1, 0 < sample_rate <= 1 and steps >= 1; got {delta}, {sample_rate}, {steps}")
+    import warnings
     from opacus.accountants.utils import get_noise_multiplier  # opacus takes seconds to import: only for DP
-    return float(get_noise_multiplier(target_epsilon=epsilon, target_delta=delta, sample_rate=sample_rate,
-                                      steps=steps, accountant="rdp", alphas=RDP_ORDERS))
+    with warnings.catch_warnings():  # an optimum at the largest order only overstates epsilon: more noise, still valid
+        warnings.filterwarnings("ignore", message="Optimal order is the largest alpha")
+        return float(get_noise_multiplier(target_epsilon=epsilon, target_delta=delta, sample_rate=sample_rate,
+                                          steps=steps, accountant="rdp", alphas=RDP_ORDERS))
 
 
 RDP_ORDERS = [1 + x / 10.0 for x in range(1, 100)] + list(range(12, 256))  # Opacus' default, extended
@@ -101,11 +104,17 @@ class DPSGD:
         """The noise that spends ``epsilon`` at ``delta`` when a client trains ``epochs`` epochs
         over ``examples`` images in batches of ``batch_size`` (sample rate batch / examples),
         sample-level DP per client data set as in notebook 8."""
-        if batch_size < 1 or examples < batch_size:
-            raise ValueError(f"need 1 <= batch_size <= examples, got batch_size={batch_size}, examples={examples}")
-        rate = batch_size / examples
-        steps = epochs * math.ceil(examples / batch_size)
+        rate, steps = cls.schedule(examples=examples, batch_size=batch_size, epochs=epochs)
         return cls(clip, noise_multiplier(epsilon, delta, rate, steps), float(epsilon), float(delta))
+
+    @staticmethod
+    def schedule(*, examples: int, batch_size: int, epochs: int = 1) -> tuple[float, int]:
+        """(sample rate, steps) of ``epochs`` epochs over ``examples`` images in batches of
+        ``batch_size``: what the accountant composes (:meth:`at_epsilon`, :mod:`~dlg_utils.rero`)."""
+        if batch_size < 1 or examples < batch_size or epochs < 1:
+            raise ValueError(f"need 1 <= batch_size <= examples and epochs >= 1, got batch_size={batch_size}, "
+                             f"examples={examples}, epochs={epochs}")
+        return batch_size / examples, epochs * math.ceil(examples / batch_size)
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,10 @@ RELATIVE_NOISE = ("gaussian-rel:0.1", "gaussian-rel:1", "laplacian-rel:0.1")
 ALL_DEFENSES = (*DEFENSES, *RELATIVE_NOISE)
 # the papers' strengths first: the cells every claim needs
 PAPER_FIRST = (*PAPER_STRENGTH, *RELATIVE_NOISE, *(d for d in DEFENSES if d not in PAPER_STRENGTH))
+# the defenses near the frontier at the seeds' point (notebook 9: gaussian:0.1 protects under every
+# criterion, stochastic:8 is open under SSIM and recovers nothing under PSNR and MSE): their
+# accuracy decides whether anything holds, so their training runs go first
+NEAR_FRONTIER = ("gaussian:0.1", "stochastic:8")
 LOCAL_LR = 0.05  # FedAvg's local step size (notebook 8's Flower clients)
 # DP-SGD's calibration: a client of seed 001 (60,000 / 15 = 4,000 images) training 20 rounds of
 # one local epoch in batches of B, sample-level (epsilon, 1e-5)-DP, clip 1 (notebook 8's setting)
@@ -139,9 +143,10 @@ class Study:
 
 
 def quick_study() -> Study:
-    """A minute-scale version (CI): 4 images, two points, three defenses, 20 iterations."""
+    """A minute-scale version (CI): 4 images, four points (one of DP-SGD), three defenses, 20 iterations."""
     few = {k: replace(d, images=(0, 1, 2, 3), iterations=20) for k, d in DOMAINS.items()}
     return Study(grid=(("gray28", Point("init", defenses=("none", "uniform:16", "gaussian-rel:1"))),
+                       ("gray28", Point("init", epsilon=8.0, defenses=("none",))),
                        ("gray28", Point("init", batch_size=2, defenses=("none",))),
                        ("photos32", Point("init", defenses=("none",)))), domains=few, dlg_iterations=20)
 
@@ -261,13 +266,16 @@ def complete_cells(rows: pd.DataFrame, study: Study) -> pd.DataFrame:
     return pd.concat(keep) if keep else rows.iloc[:0]
 
 
-def cell_table(rows: pd.DataFrame, study: Study | None = None, limit: float = LIMIT) -> pd.DataFrame:
+def cell_table(rows: pd.DataFrame, study: Study | None = None, limit: float = LIMIT,
+               chance: dict[tuple[str, str], float] | None = None) -> pd.DataFrame:
     """Per (domain, point, defense): images, and under each criterion of
     :data:`~dlg_utils.stats.CRITERIA` the share recovered, its exact 95% interval and the verdict
-    ("protects": upper bound <= ``limit`` with a saturated budget; "leaks": lower bound > ``limit``;
-    else "open"); whether the verdict depends on the criterion; the median SSIM; the attack
-    that won most images; and the cost to breach (attack seconds per recovered image, SSIM)."""
-    study = study or Study()
+    ("protects": upper bound <= ``limit`` with a saturated budget; "leaks": lower bound above
+    ``limit`` and above the criterion's chance level in the domain, ``chance[(domain, criterion)]``
+    (the ``low`` of :func:`baselines`), the share a guess made without the update meets; else "open");
+    whether the verdict depends on the criterion; the median SSIM; the attack that won most
+    images; and the cost to breach (attack seconds per recovered image, SSIM)."""
+    study, chance = study or Study(), chance or {}
     best = best_per_image(rows)
     cost = rows.assign(_cost=trial_cost(rows)).groupby(["domain", "point", "defense"])["_cost"].sum()
     out = []
@@ -278,7 +286,8 @@ def cell_table(rows: pd.DataFrame, study: Study | None = None, limit: float = LI
         for name in CRITERIA:
             k = int(recovered(g, name).sum())
             lo, hi = clopper_pearson(k, len(g))
-            v = "protects" if hi <= limit and saturated else "leaks" if lo > limit else "open"
+            v = ("protects" if hi <= limit and saturated else
+                 "leaks" if lo > max(limit, chance.get((domain, name), 0.0)) else "open")
             row |= {f"{name} recovered": k / len(g), f"{name} low": lo, f"{name} high": hi, f"{name} verdict": v}
             verdicts.append(v)
         k_ssim = int(recovered(g, "ssim").sum())
@@ -314,6 +323,113 @@ def study_progress(study: Study, folder: str | Path) -> pd.DataFrame:
     return pd.DataFrame(list(out.values()))
 
 
+# --- theory beside the measurement: DP-SGD's reconstruction bounds ----------------------------
+
+def domain_images(domain: str, study: Study | None = None):
+    """The scored images of ``domain`` (N x C x H x W) and their labels."""
+    import torch
+    study = study or Study()
+    data = domain_data(domain, study)
+    items = [data[int(i)] for i in study.domains[domain].images]
+    return torch.stack([x for x, _ in items]), [int(y) for _, y in items]
+
+
+def baselines(study: Study) -> dict:
+    """Per (domain, criterion): the prior's baseline (:class:`~dlg_utils.rero.Baseline`, kappa):
+    the share of the domain's scored images that the best guess made without any update meets
+    (``low``), and for PSNR and MSE a proven upper end (``high``); for SSIM a lower estimate only.
+    A rate at or below it shows no leakage: :func:`cell_table` takes its ``low`` as the chance
+    level."""
+    from .rero import prior_baseline
+    out = {}
+    for domain in dict.fromkeys(d for d, _ in study.grid):
+        x, y = domain_images(domain, study)
+        out |= {(domain, name): prior_baseline(x, y, name) for name in CRITERIA}
+    return out
+
+
+def dp_schedule(point: Point) -> tuple[float, int]:
+    """(sample rate, steps) of the training a DP point's noise was calibrated for."""
+    return DPSGD.schedule(examples=DP_EXAMPLES, batch_size=point.batch_size, epochs=DP_EPOCHS)
+
+
+THEORY_COLUMNS = ["domain", "point", "epsilon", "noise", "criterion", "kappa", "kappa proven", "kappa guess",
+                  "bound one step", "bound whole training", "bound whole training RDP", "informed recovered",
+                  "informed low", "informed high", "informed identified", "inversion attack", "inversion recovered",
+                  "inversion low", "inversion high"]
+
+
+def dp_theory(study: Study, rows: pd.DataFrame, base: dict | None = None) -> pd.DataFrame:
+    """Per DP-SGD point of ``study`` (B = 1, FedSGD: the one-step bound's setting) and criterion:
+    the accountant's noise multiplier; the prior's baseline kappa (uniform over the scored images,
+    :func:`baselines`: its proven upper end where there is one, else its lower estimate and
+    ``kappa proven`` false); the published bounds on any attack's success at that kappa (one step,
+    the update our attackers are handed, and the whole training at its epsilon: Hayes et al.
+    2023; the whole training from the accountant's RDP curve: Balle et al. 2022, looser); the
+    informed attack's share; and the strongest single gradient-inversion attack's share in the
+    point's finished cell (``rows``: one guess per image, as the bounds count; NaN where the
+    cell has not finished), each with its exact 95% interval."""
+    from . import rero
+    out, base = [], base if base is not None else baselines(study)
+    for domain, point in study.grid:
+        if not point.epsilon or point.batch_size != 1 or point.local_steps != 1:
+            continue
+        x, y = domain_images(domain, study)
+        case, (rate, steps) = point.case(), dp_schedule(point)
+        rdp = rero.dp_sgd_rdp(case.dp.noise, rate, steps)
+        kappas = {name: (b.high if np.isfinite(b.high) else b.low) for name in CRITERIA for b in [base[(domain, name)]]}
+        whole = dict(zip(kappas, rero.dp_sgd_rero(list(kappas.values()), case.dp.noise, rate, steps)))
+        spec = study.domains[domain]
+        informed = rero.informed_attack(domain_model(spec, point.state, domain_data(domain, study)), case, x, y,
+                                        seed=study.seed)
+        mine = rows[(rows["domain"] == domain) & (rows["point"] == point.name) & (rows["defense"] == "none")] \
+            if len(rows) else rows
+        attacks = per_image(mine) if len(mine) else mine
+        for name in CRITERIA:
+            b, kappa = base[(domain, name)], kappas[name]
+            k = int(recovered(informed, name).sum())
+            lo, hi = clopper_pearson(k, len(informed))
+            row = {"domain": domain, "point": point.name, "epsilon": point.epsilon, "noise": case.dp.noise,
+                   "criterion": name, "kappa": kappa, "kappa proven": bool(np.isfinite(b.high)), "kappa guess": b.guess,
+                   "bound one step": rero.gaussian_rero(kappa, 1 / case.dp.noise),
+                   "bound whole training": whole[name], "bound whole training RDP": rero.rdp_rero(kappa, rdp),
+                   "informed recovered": k / len(informed), "informed low": lo, "informed high": hi,
+                   "informed identified": float(informed["identified"].mean())}
+            if len(attacks):
+                hits = attacks.assign(_hit=recovered(attacks, name)).groupby("attack")["_hit"].agg(["sum", "count"])
+                best = hits["sum"].idxmax()
+                k, n = int(hits.loc[best, "sum"]), int(hits.loc[best, "count"])
+                lo, hi = clopper_pearson(k, n)
+                row |= {"inversion attack": best, "inversion recovered": k / n, "inversion low": lo, "inversion high": hi}
+            out.append(row)
+    return pd.DataFrame(out, columns=THEORY_COLUMNS)
+
+
+def dp_bound_curves(study: Study, theory: pd.DataFrame, epsilons: Sequence[float] = (0.25, 0.5, 1, 2, 4, 8, 16)
+                    ) -> pd.DataFrame:
+    """The bounds of :func:`dp_theory` over a range of epsilons (the noise recalibrated at
+    each: more epsilon, less noise, a larger bound), per domain and criterion at the kappa
+    ``theory`` used."""
+    from . import rero
+    columns = ["domain", "criterion", "epsilon", "noise", "kappa", "bound one step", "bound whole training",
+               "bound whole training RDP"]
+    out, noise = [], {}
+    for (domain, point_name), t in theory.groupby(["domain", "point"], sort=False):
+        point = next(p for d, p in study.grid if d == domain and p.name == point_name)
+        for eps in epsilons:
+            p = replace(point, epsilon=float(eps))
+            if eps not in noise:
+                noise[eps] = p.case().dp.noise
+            rdp = rero.dp_sgd_rdp(noise[eps], *dp_schedule(p))
+            whole = rero.dp_sgd_rero(list(t["kappa"]), noise[eps], *dp_schedule(p))
+            for (_, r), w in zip(t.iterrows(), whole):
+                out.append({"domain": domain, "criterion": r["criterion"], "epsilon": float(eps), "noise": noise[eps],
+                            "kappa": r["kappa"], "bound one step": rero.gaussian_rero(r["kappa"], 1 / noise[eps]),
+                            "bound whole training": w, "bound whole training RDP": rero.rdp_rero(r["kappa"], rdp)})
+    keys = ["domain", "criterion", "epsilon"]
+    return pd.DataFrame(out, columns=columns).drop_duplicates(keys).sort_values(keys, ignore_index=True)
+
+
 # --- utility at the same points ---------------------------------------------------------------
 
 UTILITY_RUN = FedRun(clients=15, epochs=2.0, server_momentum=0.9)
@@ -327,13 +443,16 @@ def setting_name(point: Point) -> str:
 
 
 def utility_trials(study: Study, seeds: Sequence[int] = UTILITY_SEEDS) -> list[dict]:
-    """One training run per (setting, defense, seed) of the 1x28x28 points: the settings in the
-    study's order, the baseline and the papers' strengths first, every seed of a defense before
-    the next defense."""
-    order = {d: k for k, d in enumerate(PAPER_FIRST)}
+    """One training run per (setting, defense, seed) of the 1x28x28 points, in two passes over
+    the settings (the study's order): first what verdicts need, then the other strengths. In a
+    setting: undefended training, DP-SGD (a defense of the setting without it,
+    :func:`against_plain`), the defenses near the frontier, the papers' strengths and relative
+    noise; every seed of a defense before the next defense."""
+    first = ("none", *NEAR_FRONTIER, *PAPER_STRENGTH, *RELATIVE_NOISE)
+    order = {d: k for k, d in enumerate(dict.fromkeys((*first, *PAPER_FIRST)))}
     out, seen = [], set()
     for point in study.utility_points():
-        for defense in sorted(point.defenses, key=lambda d: order.get(d, len(order))):
+        for defense in point.defenses:
             for seed in seeds:
                 trial = {"setting": setting_name(point), "batch_size": point.batch_size,
                          "local_steps": point.local_steps, "epsilon": point.epsilon, "defense": defense,
@@ -341,7 +460,15 @@ def utility_trials(study: Study, seeds: Sequence[int] = UTILITY_SEEDS) -> list[d
                 if tuple(trial.values()) not in seen:
                     seen.add(tuple(trial.values()))
                     out.append(trial)
-    return out
+    settings = list(dict.fromkeys(against_plain(t["setting"], "none")[0] for t in out))
+    runs = list(dict.fromkeys((t["setting"], t["defense"]) for t in out))
+
+    def rank(t: dict) -> tuple:
+        plain, compared = against_plain(t["setting"], t["defense"])
+        kind = 0 if compared == "none" else 1 if compared.startswith("DP ") else 2 + order.get(t["defense"], len(order))
+        return t["defense"] not in first, settings.index(plain), kind, runs.index((t["setting"], t["defense"])), t["seed"]
+
+    return sorted(out, key=rank)
 
 
 def run_utility(study: Study, path: str | Path | None, run: FedRun = UTILITY_RUN, seeds: Sequence[int] = UTILITY_SEEDS,
@@ -380,21 +507,39 @@ def run_utility(study: Study, path: str | Path | None, run: FedRun = UTILITY_RUN
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
+def against_plain(setting: str, defense: str) -> tuple[str, str]:
+    """Where a training run is compared: DP-SGD is a defense, so a DP setting's runs join the
+    same setting without DP as defense "DP eps=X" (its own undefended run would otherwise be
+    its baseline, a drop of zero by construction)."""
+    plain, dp, epsilon = setting.partition(", DP ")
+    if not dp:
+        return setting, defense
+    return plain, f"DP {epsilon}" if defense == "none" else f"DP {epsilon} + {defense}"
+
+
+def _compared(frame: pd.DataFrame) -> pd.DataFrame:
+    pairs = [against_plain(s, d) for s, d in zip(frame["setting"], frame["defense"])]
+    return frame.assign(setting=[p[0] for p in pairs], defense=[p[1] for p in pairs])
+
+
 def utility_table(runs: pd.DataFrame, limit: float = 0.01) -> pd.DataFrame:
     """Per (setting, defense): seeds, mean final accuracy, the drop against undefended training
     in the same setting paired by seed (95% t-interval, and the Bonferroni interval over the
     setting's defenses), Holm's p-value of "no drop" and the cost verdict ("free": the
-    corrected interval at most ``limit``; :func:`~dlg_utils.fedsim.paired_drops`)."""
+    corrected interval at most ``limit``; :func:`~dlg_utils.fedsim.paired_drops`). DP-SGD's
+    runs count as a defense of the setting without DP (:func:`against_plain`)."""
     from .fedsim import paired_drops
-    return paired_drops(runs[["setting", "defense", "seed", "accuracy"]], ["setting"], limit=limit)
+    return paired_drops(_compared(runs[["setting", "defense", "seed", "accuracy"]]), ["setting"], limit=limit)
 
 
 def frontier_cells(cells: pd.DataFrame, utility: pd.DataFrame) -> pd.DataFrame:
     """:func:`cell_table` with each cell's utility (:func:`utility_table`) in the training
     setting of its point (the 3x32x32 cells take the Fashion-MNIST setting's: no colour
-    training set here), and ``holds``: protects (SSIM verdict) and free."""
-    merged = cells.assign(setting=cells["point"].str.split(", ", n=1).str[1]).merge(
-        utility, on=["setting", "defense"], how="left")
+    training set here; a DP point's, DP-SGD against training without it), and ``holds``:
+    protects (SSIM verdict) and free."""
+    keys = _compared(cells.assign(setting=cells["point"].str.split(", ", n=1).str[1]))[["setting", "defense"]]
+    merged = cells.assign(setting=keys["setting"].to_numpy(), _defense=keys["defense"].to_numpy()).merge(
+        utility.rename(columns={"defense": "_defense"}), on=["setting", "_defense"], how="left").drop(columns="_defense")
     return merged.assign(holds=(merged["ssim verdict"] == "protects") & (merged["cost verdict"] == "free"))
 
 

@@ -97,6 +97,11 @@ def save_figure(fig: plt.Figure, path: str | Path, dpi: int = 150) -> Path:
 
 # --- the privacy-utility frontier (notebook 9) ----------------------------------------------------
 
+def defense_label(point: str, defense: str) -> str:
+    """How a cell's defense reads: a DP point's undefended cell is DP-SGD itself."""
+    return "DP-SGD" if "DP eps" in point and defense == "none" else defense
+
+
 def frontier_plot(table: pd.DataFrame, leakage: str = "median ssim", title: str | None = None,
                   path: str | Path | None = None) -> plt.Figure:
     """Accuracy drop (y, with its interval) against the best attack's leakage (x, with its
@@ -309,7 +314,7 @@ def operating_plot(table: pd.DataFrame, title: str, limit: float = 0.10, columns
                         yerr=[v - g[f"{name} low"].to_numpy(), g[f"{name} high"].to_numpy() - v], fmt="o", ms=3.5,
                         capsize=2, color=colors[name], label=CRITERIA[name].describe())
         ax.axhline(limit, ls="--", lw=0.8, color="0.3")
-        ax.set_xticks(x, g["defense"], rotation=60, ha="right", fontsize=7)
+        ax.set_xticks(x, [defense_label(point, d) for d in g["defense"]], rotation=60, ha="right", fontsize=7)
         ax.set_xlim(-0.6, max(len(g), 8) - 0.4)  # a point with few finished cells keeps the spacing
         ax.set_ylim(-0.04, 1.04)
         ax.set_title(f"{domain}: {point} ({int(g['images'].max())} images)", fontsize=9)
@@ -342,7 +347,7 @@ def operating_frontier_plot(table: pd.DataFrame, title: str, limit: float = 0.10
         ax.axhspan(-0.04, limit, xmax=1, color="C2", alpha=0.08)
         ax.axhline(limit, ls="--", lw=0.8, color="0.3")
         ax.axvline(1.0, ls=":", lw=0.8, color="0.3")
-        texts = [ax.text(a, b, d, fontsize=7) for a, b, d in zip(drop, v, g["defense"])]
+        texts = [ax.text(a, b, defense_label(point, d), fontsize=7) for a, b, d in zip(drop, v, g["defense"])]
         if texts:
             adjust_text(texts, ax=ax, arrowprops=dict(arrowstyle="-", color="0.5", lw=0.5))
         ax.set_ylim(-0.04, 1.04)
@@ -431,3 +436,52 @@ def audit_plot(rows: pd.DataFrame, title: str, metrics: Sequence[str] = ("psnr",
     axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0), title="audited", title_fontsize=7)
     fig.suptitle(title, fontsize=9, wrap=True)
     return _finish(fig, path)
+
+
+def rero_plot(curves: pd.DataFrame, theory: pd.DataFrame, title: str, limit: float = 0.10,
+              criteria: Sequence[str] = ("ssim", "psnr", "mse"), path: str | Path | None = None) -> plt.Figure:
+    """DP-SGD's published bounds on reconstruction success over epsilon (lines, from
+    :func:`~dlg_utils.operating.dp_bound_curves`) beside the measured shares at the study's
+    points (markers with exact 95% intervals, :func:`~dlg_utils.operating.dp_theory`), one
+    panel per criterion; the dotted line is the prior's baseline kappa, the dashed one the limit."""
+    from .stats import CRITERIA
+    if theory["domain"].nunique() != 1 or curves["domain"].nunique() != 1:
+        raise ValueError("rero_plot draws one domain: pass its rows of the theory and of the curves")
+    shown = [c for c in criteria if c in set(theory["criterion"])]
+    fig, axes = plt.subplots(1, len(shown), figsize=(5.2 * len(shown), 5.0), squeeze=False, sharey=True)
+    colors = sns.color_palette("colorblind")
+    lines = {"bound one step": ("one step, the update attacked (Hayes et al. 2023)", colors[0], "-"),
+             "bound whole training": ("whole training at its epsilon (Hayes et al. 2023)", colors[1], "-"),
+             "bound whole training RDP": ("whole training at its epsilon (Balle et al. 2022, from RDP)", colors[1], "--")}
+    marks = {"inversion": ("gradient inversion (the strongest of DLG / IG / defense-aware)", colors[2], "o", 0.93),
+             "informed": ("informed attack (knows the candidate images)", colors[3], "s", 1.07)}
+    for ax, name in zip(axes[0], shown):
+        c = curves[curves["criterion"] == name]
+        for key, (label, color, ls) in lines.items():
+            ax.plot(c["epsilon"], c[key], ls=ls, color=color, label=label)
+        t = theory[theory["criterion"] == name]
+        for key, (label, color, marker, shift) in marks.items():
+            if f"{key} recovered" not in t or t[f"{key} recovered"].isna().all():
+                continue
+            v = t[f"{key} recovered"].to_numpy(float)
+            ax.errorbar(t["epsilon"] * shift, v, yerr=[v - t[f"{key} low"], t[f"{key} high"] - v], fmt=marker,
+                        ms=5, capsize=3, color=color, label=label)
+        kappa = float(t["kappa"].iloc[0])
+        ax.axhline(kappa, ls=":", lw=1, color="0.3", label="prior baseline kappa (a guess without the update)")
+        ax.axhline(limit, ls="--", lw=0.8, color="0.5", label=f"limit {limit:.0%}")
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+        ax.set_ylim(-0.03, 1.03)
+        proven = bool(t["kappa proven"].iloc[0])
+        ax.set_title(f"{CRITERIA[name].describe()}; kappa {'<=' if proven else '>='} {kappa:.3f} "
+                     f"({'proven' if proven else 'estimate: the bounds may be higher'})", fontsize=9)
+        ax.set_xlabel("epsilon of the whole training (delta 1e-5)")
+        ax.set_ylabel("images recovered")
+    handles, labels = axes[0][0].get_legend_handles_labels()  # under the panels: nothing hidden
+    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8, frameon=False)
+    fig.suptitle(title, fontsize=10, wrap=True)
+    fig.tight_layout()
+    fig.subplots_adjust(bottom=0.27, top=0.86)  # room for the legend under the x labels
+    if path is not None:  # not _finish: its tight_layout would undo the room
+        save_figure(fig, path)
+    return fig

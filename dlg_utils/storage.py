@@ -103,17 +103,19 @@ def _read_rows(path: Path) -> tuple[list[dict], bool]:
 def compact(path: str | Path) -> None:
     """Rewrite a gzip store as one gzip member (appending writes one per row, which
     compresses about half as well), atomically: the old file stands until the new one is
-    complete."""
+    complete. The same rows give the same bytes (no time or name in the header), so
+    compacting an unchanged store leaves nothing for git to see."""
     path = Path(path)
     if path.suffix != ".gz" or not path.exists():
         return
     rows = load_rows(path)
     tmp = path.with_name(path.name + ".tmp")
-    with gzip.open(tmp, "wt", compresslevel=9) as f:
-        for row in rows:
-            f.write(json.dumps(row, default=float) + "\n")
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
+    with open(tmp, "wb") as raw:
+        with gzip.GzipFile(filename="", mode="wb", compresslevel=9, fileobj=raw, mtime=0) as z:
+            for row in rows:
+                z.write((json.dumps(row, default=float) + "\n").encode())
+        raw.flush()
+        os.fsync(raw.fileno())
     os.replace(tmp, path)
 
 

@@ -45,6 +45,9 @@
 #   images per client and round, E local steps, DP-SGD, the defense on every update), simulated
 #   in one process (`dlg_utils.fedsim`), 3 seeds, drops paired by seed with Holm's and
 #   Bonferroni's corrections over a setting's defenses.
+# - **Theory** (`dlg_utils.rero`): at the DP points, the published upper bounds on any
+#   reconstruction (Balle et al. 2022; Hayes et al. 2023) beside the measured rates, and the
+#   bounds' own informed adversary, who knows the candidate images.
 #
 # Runs: `python scripts/operating.py` (privacy) and `python scripts/operating.py --part utility`,
 # resumable in slices; this notebook only reads their rows (`results/operating/`, one gzip store
@@ -58,7 +61,7 @@ from IPython.display import Markdown, display
 from dlg_utils import operating as op
 from dlg_utils.config import quick_mode
 from dlg_utils.notebook import results_folder
-from dlg_utils.plotting import operating_frontier_plot, operating_plot, save_figure
+from dlg_utils.plotting import defense_label, operating_frontier_plot, operating_plot, rero_plot, save_figure
 from dlg_utils.stats import CRITERIA
 from dlg_utils.storage import load_rows
 
@@ -103,7 +106,8 @@ points
 # limit a protecting defense's whole interval must stay under.
 
 # %%
-cells = op.cell_table(rows, STUDY)
+base = op.baselines(STUDY)  # the prior's baseline per domain and criterion: what a guess without the update meets
+cells = op.cell_table(rows, STUDY, chance={k: b.low for k, b in base.items()})
 domains = {d: STUDY.domains[d] for d in cells["domain"].unique()}
 fig = operating_plot(cells, title=(
     "Images recovered by the best of DLG / Inverting Gradients / the defense-aware attacker, DLG's LeNet, "
@@ -123,6 +127,20 @@ for name in CRITERIA:
         "a 'protects' verdict read under an unsaturated budget"
 assert (cells["images"] == cells["domain"].map(lambda d: len(STUDY.domains[d].images))).all(), "a cell lacks images"
 
+# %% [markdown]
+# **Chance level.** A criterion can be met without any leakage: a guess made without the update
+# (one of the images, a class's mean image, a flat grey) already meets it for some images. The
+# table gives, per domain, the share of the scored images the best such guess meets (kappa, the
+# baseline of the DP bounds below) and, for PSNR and MSE, a proven upper end (a guess close to k
+# images puts them pairwise within twice the radius: k is at most the largest such clique); for
+# SSIM, no metric, the share is a lower estimate. A "leaks" verdict needs its lower bound above
+# both the limit and this level.
+
+# %%
+chance = pd.DataFrame([{"domain": d, "criterion": CRITERIA[c].describe(), "chance level": b.low,
+                        "proven at most": b.high, "best guess": b.guess} for (d, c), b in base.items()])
+chance.style.format({"chance level": "{:.1%}", "proven at most": "{:.1%}"}, na_rep="-").hide(axis="index")
+
 # %%
 verdicts = cells.pivot_table(index="defense", columns=["domain", "point"], values="verdict", aggfunc="first",
                              sort=False)
@@ -141,6 +159,11 @@ display(Markdown(
 
 # %% [markdown]
 # ## Utility in each point's setting
+#
+# DP-SGD is a defense of the setting without it: its runs appear as "DP eps=..." beside the
+# other defenses of "B=1, FedSGD" and are compared with that setting's undefended training.
+# Every run trains 2 epochs; DP-SGD's runs keep the noise calibrated for the 20-epoch client, so
+# they spend less than their epsilon and a longer run might recover some accuracy.
 
 # %%
 utility = op.utility_table(runs) if len(runs) else pd.DataFrame(columns=["setting", "defense"])
@@ -211,6 +234,92 @@ cost = cells.pivot_table(index="defense", columns=["domain", "point"], values="s
 cost.style.format(precision=1)
 
 # %% [markdown]
+# ## Theory beside the measurement: DP-SGD
+#
+# What the published bounds allow any attack at the DP points, beside what the attacks did. Both
+# bound the success of one guess over a prior (here: uniform over the 64 scored images) from
+# above, starting from the prior's baseline kappa (the chance level above; where it has a proven
+# upper end, that is used, otherwise the bound is an estimate):
+#
+# - **one step** (Hayes, Mahloujifar & Balle 2023): the blow-up of kappa for one Gaussian step of
+#   noise multiplier sigma with the target in it, Phi(Phi^-1(kappa) + 1/sigma). This is the
+#   update our attackers are handed: they know the step that holds the target, so the sampling
+#   that the accountant's epsilon counts on does not protect it.
+# - **whole training**: the bound at the point's epsilon, for an adversary who sees the whole
+#   training but does not know which steps drew the target (a different threat model from ours):
+#   Hayes et al.'s blow-up for the subsampled training, computed from the privacy loss
+#   distribution Opacus's PRV accountant composes (their paper estimates it by Monte Carlo), and
+#   the looser bound of Balle, Cherubin & Hayes 2022 from the accountant's RDP curve (dashed).
+#
+# Both bounds hold for **informed** adversaries: they know the prior and every other example
+# (B = 1 here: there is none). Our gradient-inversion attackers know neither; each is one guess
+# per image, and the figure shows the strongest of them alone. To measure in the bounds' threat
+# model as well, the **informed attack** (the prior-aware adversary of Hayes et al.) gets each
+# image's one-step update and answers the candidate whose noiseless update is nearest: the most
+# likely one under Gaussian noise.
+
+# %%
+theory = op.dp_theory(STUDY, rows, base)
+curves = op.dp_bound_curves(STUDY, theory)
+for domain, t in theory.groupby("domain", sort=False):
+    spec = STUDY.domains[domain]
+    fig = rero_plot(curves[curves["domain"] == domain], t, title=(
+        f"DP-SGD, {domain}: {len(spec.images)} {spec.dataset} images, DLG's LeNet ({', '.join(t['point'].unique())}); "
+        f"noise calibrated for a client of {op.DP_EXAMPLES:,} images, {op.DP_EPOCHS} epochs. Published bounds on any "
+        "one-guess reconstruction and the measured shares, exact 95% intervals" + (" [QUICK RUN]" if QUICK else "")))
+    save_figure(fig, "operating_dp_bounds.png" if domain == "gray28" else f"operating_dp_bounds_{domain}.png")
+theory.drop(columns=["kappa guess"]).style.format(precision=3).hide(axis="index")
+
+# %%
+for _, r in theory.iterrows():
+    assert r["kappa"] - 1e-3 <= r["bound whole training"] <= r["bound whole training RDP"] + 1e-3  # the tight one is tighter
+    assert r["kappa"] <= r["bound one step"] <= 1
+    assert r["informed low"] <= r["informed recovered"] <= r["informed high"]
+pct = lambda r, key: f"{r[f'{key} recovered']:.0%} [{r[f'{key} low']:.0%}, {r[f'{key} high']:.0%}]"
+lines = []
+for (domain, point), g in theory.groupby(["domain", "point"], sort=False):
+    g = g.set_index("criterion")
+    psnr, ssim = g.loc["psnr"], g.loc["ssim"]
+    lines.append(
+        f"- **{domain}, {point}** (noise multiplier {psnr['noise']:.3g}): the one-step bound allows "
+        f"{psnr['bound one step']:.0%} of images under PSNR (kappa {psnr['kappa']:.1%}) and "
+        f"{ssim['bound one step']:.0%} under SSIM (kappa at least {ssim['kappa']:.1%}: an estimate); the whole-training "
+        f"bound {psnr['bound whole training']:.1%} and {ssim['bound whole training']:.0%} (from RDP: "
+        f"{psnr['bound whole training RDP']:.1%} and {ssim['bound whole training RDP']:.0%}). "
+        + ("Its gradient-inversion cell has not finished. " if pd.isna(psnr["inversion recovered"]) else
+           f"No gradient-inversion attack recovered an image under PSNR ({pct(psnr, 'inversion')}); under SSIM "
+           f"the strongest recovered {ssim['inversion recovered']:.0%}. " if psnr["inversion recovered"] == 0 else
+           f"The strongest gradient-inversion attack ({psnr['inversion attack']}) recovered {pct(psnr, 'inversion')} "
+           f"under PSNR; under SSIM the strongest recovered {ssim['inversion recovered']:.0%}. ")
+        + f"The informed attack identified {psnr['informed identified']:.0%} of the images: {pct(psnr, 'informed')} "
+        f"under PSNR, {ssim['informed recovered']:.0%} under SSIM.")
+proven = theory[theory["kappa proven"]]
+measured = proven.dropna(subset=["inversion recovered"])
+under = (proven["informed low"] <= proven["bound one step"]).all() and \
+    (measured["inversion low"] <= measured["bound one step"]).all()
+psnr_rows = measured[measured["criterion"] == "psnr"]
+ahead = psnr_rows[psnr_rows["informed low"] > psnr_rows["inversion high"]]
+behind = psnr_rows[psnr_rows["informed high"] < psnr_rows["inversion low"]]
+short = (proven["informed high"] < proven["bound one step"]).all()
+ssim_kappa = theory.loc[theory["criterion"] == "ssim", "kappa"]
+display(Markdown("\n".join(lines) + ("" if theory.empty else (
+    ("\n\nEvery measured share is consistent with its proven one-step bound (no interval lies above it). " if under
+     else "\n\n**A measured interval lies above its proven one-step bound**: the bound or the measurement is wrong. ")
+    + ("No gradient-inversion cell at a DP point has finished: nothing to compare yet. " if psnr_rows.empty else
+       (f"At {', '.join(ahead['point'])} the informed attack recovers more than gradient inversion (PSNR, the "
+        "intervals apart): DP-SGD's protection against our attackers is not protection against every adversary "
+        "the bound speaks of. " if len(ahead) else "")
+       + (f"At {', '.join(behind['point'])} gradient inversion recovers more than the informed attack (PSNR, the "
+          "intervals apart). " if len(behind) else "")
+       + ("" if len(ahead) + len(behind) == len(psnr_rows) else
+          "The two attacks' intervals overlap at every point (PSNR). " if len(ahead) + len(behind) == 0 else
+          "Elsewhere the two attacks' intervals overlap (PSNR). "))
+    + ("The informed attack's whole interval stays below the one-step bound: the bound is a worst case over "
+       "datasets and candidates, which these images do not reach. " if short else "")
+    + f"Under SSIM a guess without the update already meets at least {ssim_kappa.max():.0%} of the images, so an "
+    "SSIM rate near that says nothing about leakage."))))
+
+# %% [markdown]
 # ## The seeds' claims at their operating point
 #
 # Menon et al. (seed 000) and Ovi et al. (seed 001) attack single CIFAR-10 images (3x32x32)
@@ -244,7 +353,8 @@ display(Markdown(f"The stored cells took {attack_hours:.1f} hours of attack comp
 
 # %%
 def listing(frame: pd.DataFrame) -> str:
-    return ", ".join(f"{r['defense']} ({r['domain']} {r['point']})" for _, r in frame.iterrows()) or "none"
+    return ", ".join(f"{defense_label(r['point'], r['defense'])} ({r['domain']} {r['point']})"
+                     for _, r in frame.iterrows()) or "none"
 
 
 protect_ssim = table[table["ssim verdict"] == "protects"]
@@ -252,7 +362,7 @@ display(Markdown(
     f"Of {len(table)} finished cells, {int((table['verdict'] == 'leaks').sum())} leak under all three criteria, "
     f"{int((table['verdict'] == 'depends on the criterion').sum())} have a verdict that depends on the criterion, "
     f"{int((table['verdict'] == 'protects').sum())} protect under all three and {int((table['verdict'] == 'open').sum())} "
-    f"are open. Protecting under SSIM (the strictest reading of privacy: nothing recognisable): {listing(protect_ssim)}. "
+    f"{'is' if (table['verdict'] == 'open').sum() == 1 else 'are'} open. Protecting under SSIM (the strictest reading of privacy: nothing recognisable): {listing(protect_ssim)}. "
     f"Of these, free in accuracy (corrected interval within one point): {listing(protect_ssim[protect_ssim['holds']])}. "
     f"This covers {done} of {planned} cells of the grid; the figures and verdicts above are of the finished cells only."))
 seeds_point = table[table["point"] == "init, B=1, FedSGD"]
@@ -270,8 +380,17 @@ if {"gray28", "photos32"} <= set(both.columns) and both.dropna().size:
             "small grey inputs." if leaking else
             "No quantizer finished at 3x32x32 leaks yet (these verdicts are lower bounds: the budget is not saturated)."
             if quantizers else "No quantizer's cell at 3x32x32 has finished yet.")))
+dp_psnr = theory[theory["criterion"] == "psnr"].dropna(subset=["inversion recovered"])
+if len(dp_psnr):
+    display(Markdown(
+        "**DP-SGD against the bounds.** " + "; ".join(
+            f"{r['domain']} at epsilon {r['epsilon']:g}: gradient inversion recovers {pct(r, 'inversion')} and the "
+            f"informed attack {pct(r, 'informed')} (PSNR), where the one-step bound allows {r['bound one step']:.0%}"
+            for _, r in dp_psnr.iterrows())
+        + ". DP-SGD's verdicts above are against attackers who do not know the candidates; the informed attack "
+        "and the bound say how much more an adversary with a short list could get from the same update."))
 if not QUICK and ((table["domain"] == "gray28") & (table["point"] == "init, B=1, FedSGD")).any():
-    seeds = table.set_index(["domain", "point", "defense"]).loc[("gray28", "init, B=1, FedSGD")]
+    seeds = table[(table["domain"] == "gray28") & (table["point"] == "init, B=1, FedSGD")].set_index("defense")
     assert seeds.loc["none", "verdict"] == "leaks", "the undefended single-image gradient does not leak"
     for d in ("uniform:16", "stochastic:16"):
         if d in seeds.index:  # the text above: recognisable (SSIM) but not a close copy (MSE)

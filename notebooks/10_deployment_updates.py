@@ -113,6 +113,7 @@ E5, B4, B16 = STUDY.steps[-1], STUDY.batches[1], STUDY.batches[-1]
 rate = lambda state, B, E: cell.loc[(state, B, E), "ssim recovered"]
 falls = rate("init", B16, 1) < rate("init", 1, 1)
 trained_attacks = " and ".join(cell.loc[("trained", 1, 1), "attacks"].upper().split("+"))
+upper_cost = "cost_seconds" not in rows or rows["cost_seconds"].isna().any()  # older rows: a batch's wall time
 display(Markdown(
     f"**What the reader sees.** On the untrained LeNet an undefended one-image gradient gives its image away "
     f"({share('init', 1, 1)} of images with SSIM >= 0.5), and FedAvg's update after {E5} local steps on one image "
@@ -130,8 +131,11 @@ display(Markdown(
     "different attackers and do not compare."
     + " By PSNR >= 25 dB and by image MSE < 1e-3 the shares are those of the second and third rows of the figure; "
     f"where they differ from SSIM's, the verdict depends on the criterion. The cost: "
-    f"{summary['CPU s per image'].min():.0f} to {summary['CPU s per image'].max():.0f} CPU seconds per image, "
-    "all attacks of a case together."))
+    + ("at most " if upper_cost else "")
+    + f"{summary['CPU s per image'].min():.0f} to {summary['CPU s per image'].max():.0f} CPU seconds per image, "
+    "all attacks of a case together"
+    + (" (these rows were stored before each trial's share of its batch was kept: a batch's wall time stands "
+       "for each of its trials, an upper bound)." if upper_cost else ".")))
 
 # %% [markdown]
 # ## How strong is Inverting Gradients, and does 3x32x32 resist quantization?

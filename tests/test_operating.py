@@ -72,6 +72,12 @@ def test_cell_table_reads_verdicts_from_exact_intervals():
     # an unsaturated budget never protects
     unsat = cell_table(fake_rows({"a": 0}, domain="photos32")).set_index("defense")
     assert unsat.loc["a", "verdict"] == "open" and not DOMAINS["photos32"].saturated
+    # a rate above the limit but not above the criterion's chance level (a guess without the
+    # update meets 30% of the images) shows no leakage: open, not leaks
+    chance = {("gray28", "ssim"): 0.30}
+    judged = cell_table(fake_rows({"c": 20}), chance=chance).set_index("defense")
+    assert table.loc["c", "ssim low"] < 0.30 and judged.loc["c", "ssim verdict"] == "open"
+    assert judged.loc["c", "psnr verdict"] == "leaks"  # no chance level given for PSNR: the limit alone
 
 
 def test_a_verdict_that_changes_with_the_criterion_is_marked():
@@ -139,9 +145,29 @@ def test_utility_trials_share_a_setting_across_model_states():
     settings = {t["setting"] for t in trials}
     assert settings == {"B=1, FedSGD", "B=1, FedSGD, DP eps=8", "B=1, FedSGD, DP eps=1", "B=4, FedSGD",
                         "B=16, FedSGD", "B=4, E=5"}
-    first = [(t["defense"], t["seed"]) for t in trials[:6]]
-    assert first == [("none", 0), ("none", 1), ("none", 2), ("uniform:16", 0), ("uniform:16", 1), ("uniform:16", 2)]
+    first = [(t["setting"], t["defense"]) for t in trials[:15:3]]  # every seed of a run before the next
+    assert first == [("B=1, FedSGD", "none"), ("B=1, FedSGD, DP eps=8", "none"), ("B=1, FedSGD, DP eps=1", "none"),
+                     *(("B=1, FedSGD", d) for d in op.NEAR_FRONTIER)]
+    assert [t["seed"] for t in trials[:6]] == [0, 1, 2, 0, 1, 2]
     assert len({tuple(t.values()) for t in trials}) == len(trials)
+    # what verdicts need comes first in every setting (DP-SGD's runs among it), the rest after
+    needed = [t["defense"] in ("none", *op.NEAR_FRONTIER, *op.PAPER_STRENGTH, *op.RELATIVE_NOISE) for t in trials]
+    assert needed == sorted(needed, reverse=True)
+    assert {t["setting"] for t in trials[:needed.count(True)]} == settings
+
+
+def test_dp_sgd_is_judged_against_training_without_it():
+    """A DP setting's undefended run is DP-SGD itself: its drop is against plain training in
+    the same setting, paired by seed, never against itself."""
+    runs = pd.DataFrame([{"setting": s, "defense": "none", "seed": k, "accuracy": a + 0.01 * k}
+                         for s, a in (("B=1, FedSGD", 0.80), ("B=1, FedSGD, DP eps=8", 0.70)) for k in range(3)])
+    table = op.utility_table(runs).set_index(["setting", "defense"])
+    assert table.loc[("B=1, FedSGD", "DP eps=8"), "drop"] == pytest.approx(0.10)
+    assert table.loc[("B=1, FedSGD", "none"), "drop"] == 0
+    cells = fake_rows({"none": 0}).assign(point="init, B=1, FedSGD, DP eps=8")
+    framed = op.frontier_cells(cell_table(cells), op.utility_table(runs))
+    assert framed["drop"].iloc[0] == pytest.approx(0.10) and not framed["holds"].iloc[0]  # protects, but costs 10 points
+    assert framed["defense"].iloc[0] == "none" and op.against_plain("B=4, E=5", "none") == ("B=4, E=5", "none")
 
 
 def test_utility_trains_on_cifar10_where_the_user_has_it(tmp_path, monkeypatch):
