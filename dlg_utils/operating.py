@@ -375,24 +375,22 @@ def dp_theory(study: Study, rows: pd.DataFrame, base: dict | None = None) -> pd.
         if not point.epsilon or point.batch_size != 1 or point.local_steps != 1:
             continue
         x, y = domain_images(domain, study)
-        case, (rate, steps) = point.case(), dp_schedule(point)
-        rdp = rero.dp_sgd_rdp(case.dp.noise, rate, steps)
-        kappas = {name: (b.high if np.isfinite(b.high) else b.low) for name in CRITERIA for b in [base[(domain, name)]]}
-        whole = dict(zip(kappas, rero.dp_sgd_rero(list(kappas.values()), case.dp.noise, rate, steps)))
+        case = point.case()
+        kappas = [b.high if np.isfinite(b.high) else b.low for b in (base[(domain, name)] for name in CRITERIA)]
+        bounds = rero.dp_sgd_bounds(kappas, case.dp.noise, *dp_schedule(point))
         spec = study.domains[domain]
         informed = rero.informed_attack(domain_model(spec, point.state, domain_data(domain, study)), case, x, y,
                                         seed=study.seed)
         mine = rows[(rows["domain"] == domain) & (rows["point"] == point.name) & (rows["defense"] == "none")] \
             if len(rows) else rows
         attacks = per_image(mine) if len(mine) else mine
-        for name in CRITERIA:
-            b, kappa = base[(domain, name)], kappas[name]
+        for c, name in enumerate(CRITERIA):
+            b, kappa = base[(domain, name)], kappas[c]
             k = int(recovered(informed, name).sum())
             lo, hi = clopper_pearson(k, len(informed))
             row = {"domain": domain, "point": point.name, "epsilon": point.epsilon, "noise": case.dp.noise,
                    "criterion": name, "kappa": kappa, "kappa proven": bool(np.isfinite(b.high)), "kappa guess": b.guess,
-                   "bound one step": rero.gaussian_rero(kappa, 1 / case.dp.noise),
-                   "bound whole training": whole[name], "bound whole training RDP": rero.rdp_rero(kappa, rdp),
+                   **{key: values[c] for key, values in bounds.items()},
                    "informed recovered": k / len(informed), "informed low": lo, "informed high": hi,
                    "informed identified": float(informed["identified"].mean())}
             if len(attacks):
@@ -418,14 +416,13 @@ def dp_bound_curves(study: Study, theory: pd.DataFrame, epsilons: Sequence[float
         point = next(p for d, p in study.grid if d == domain and p.name == point_name)
         for eps in epsilons:
             p = replace(point, epsilon=float(eps))
-            if eps not in noise:
-                noise[eps] = p.case().dp.noise
-            rdp = rero.dp_sgd_rdp(noise[eps], *dp_schedule(p))
-            whole = rero.dp_sgd_rero(list(t["kappa"]), noise[eps], *dp_schedule(p))
-            for (_, r), w in zip(t.iterrows(), whole):
-                out.append({"domain": domain, "criterion": r["criterion"], "epsilon": float(eps), "noise": noise[eps],
-                            "kappa": r["kappa"], "bound one step": rero.gaussian_rero(r["kappa"], 1 / noise[eps]),
-                            "bound whole training": w, "bound whole training RDP": rero.rdp_rero(r["kappa"], rdp)})
+            if (p.batch_size, eps) not in noise:
+                noise[(p.batch_size, eps)] = p.case().dp.noise
+            sigma = noise[(p.batch_size, eps)]
+            bounds = rero.dp_sgd_bounds(list(t["kappa"]), sigma, *dp_schedule(p))
+            for c, (_, r) in enumerate(t.iterrows()):
+                out.append({"domain": domain, "criterion": r["criterion"], "epsilon": float(eps), "noise": sigma,
+                            "kappa": r["kappa"], **{key: values[c] for key, values in bounds.items()}})
     keys = ["domain", "criterion", "epsilon"]
     return pd.DataFrame(out, columns=columns).drop_duplicates(keys).sort_values(keys, ignore_index=True)
 
@@ -515,6 +512,11 @@ def against_plain(setting: str, defense: str) -> tuple[str, str]:
     if not dp:
         return setting, defense
     return plain, f"DP {epsilon}" if defense == "none" else f"DP {epsilon} + {defense}"
+
+
+def defense_label(point: str, defense: str) -> str:
+    """How a cell's defense reads: a DP point's undefended cell is DP-SGD itself ("DP eps=8")."""
+    return against_plain(point, defense)[1]
 
 
 def _compared(frame: pd.DataFrame) -> pd.DataFrame:

@@ -97,11 +97,6 @@ def save_figure(fig: plt.Figure, path: str | Path, dpi: int = 150) -> Path:
 
 # --- the privacy-utility frontier (notebook 9) ----------------------------------------------------
 
-def defense_label(point: str, defense: str) -> str:
-    """How a cell's defense reads: a DP point's undefended cell is DP-SGD itself."""
-    return "DP-SGD" if "DP eps" in point and defense == "none" else defense
-
-
 def frontier_plot(table: pd.DataFrame, leakage: str = "median ssim", title: str | None = None,
                   path: str | Path | None = None) -> plt.Figure:
     """Accuracy drop (y, with its interval) against the best attack's leakage (x, with its
@@ -299,6 +294,7 @@ def operating_plot(table: pd.DataFrame, title: str, limit: float = 0.10, columns
     """Share of images recovered per defense with its exact 95% interval, one marker per
     criterion side by side, one panel per (domain, point) of
     :func:`~dlg_utils.operating.cell_table`; the dashed line is the protection limit."""
+    from . import operating as op
     from .stats import CRITERIA
     panels = list(dict.fromkeys(zip(table["domain"], table["point"])))
     columns = max(1, min(columns, len(panels)))
@@ -314,7 +310,7 @@ def operating_plot(table: pd.DataFrame, title: str, limit: float = 0.10, columns
                         yerr=[v - g[f"{name} low"].to_numpy(), g[f"{name} high"].to_numpy() - v], fmt="o", ms=3.5,
                         capsize=2, color=colors[name], label=CRITERIA[name].describe())
         ax.axhline(limit, ls="--", lw=0.8, color="0.3")
-        ax.set_xticks(x, [defense_label(point, d) for d in g["defense"]], rotation=60, ha="right", fontsize=7)
+        ax.set_xticks(x, [op.defense_label(point, d) for d in g["defense"]], rotation=60, ha="right", fontsize=7)
         ax.set_xlim(-0.6, max(len(g), 8) - 0.4)  # a point with few finished cells keeps the spacing
         ax.set_ylim(-0.04, 1.04)
         ax.set_title(f"{domain}: {point} ({int(g['images'].max())} images)", fontsize=9)
@@ -333,6 +329,7 @@ def operating_frontier_plot(table: pd.DataFrame, title: str, limit: float = 0.10
     """Leakage (images recovered, SSIM, exact 95% interval) against the accuracy drop of
     training in the point's setting (mean over seeds, 95% t-interval), one panel per (domain,
     point), each defense labelled; the shaded corner is "protects and costs at most one point"."""
+    from . import operating as op
     panels = list(dict.fromkeys(zip(table["domain"], table["point"])))
     columns = max(1, min(columns, len(panels)))
     rows_ = -(-len(panels) // columns)
@@ -347,7 +344,7 @@ def operating_frontier_plot(table: pd.DataFrame, title: str, limit: float = 0.10
         ax.axhspan(-0.04, limit, xmax=1, color="C2", alpha=0.08)
         ax.axhline(limit, ls="--", lw=0.8, color="0.3")
         ax.axvline(1.0, ls=":", lw=0.8, color="0.3")
-        texts = [ax.text(a, b, defense_label(point, d), fontsize=7) for a, b, d in zip(drop, v, g["defense"])]
+        texts = [ax.text(a, b, op.defense_label(point, d), fontsize=7) for a, b, d in zip(drop, v, g["defense"])]
         if texts:
             adjust_text(texts, ax=ax, arrowprops=dict(arrowstyle="-", color="0.5", lw=0.5))
         ax.set_ylim(-0.04, 1.04)

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from scipy.stats import norm
 
 from .cases import RDP_ORDERS, Case, batchnorm_frozen, client_update, update_function
-from .metrics import METRICS
+from .metrics import METRICS, image_metrics
 from .stats import CRITERIA
 
 
@@ -91,6 +91,16 @@ def dp_sgd_rero(kappas: Sequence[float], noise: float, sample_rate: float, steps
             top += (k - (q_tail[i] if i < len(t) else 0.0)) / q_atoms[i - 1] * p[i - 1]
         out.append(min(1.0, float(top)))
     return np.asarray(out)
+
+
+def dp_sgd_bounds(kappas: Sequence[float], noise: float, sample_rate: float, steps: int) -> dict[str, list[float]]:
+    """Every bound at each kappa for DP-SGD with noise multiplier ``noise`` (a clip's worth of
+    sensitivity): "bound one step" (:func:`gaussian_rero` at 1 / noise), "bound whole
+    training" (:func:`dp_sgd_rero`) and "bound whole training RDP" (:func:`rdp_rero`)."""
+    rdp = dp_sgd_rdp(noise, sample_rate, steps)
+    return {"bound one step": [gaussian_rero(k, 1 / noise) for k in kappas],
+            "bound whole training": list(dp_sgd_rero(kappas, noise, sample_rate, steps)),
+            "bound whole training RDP": [rdp_rero(k, rdp) for k in kappas]}
 
 
 def dp_sgd_rdp(noise: float, sample_rate: float, steps: int, orders: Sequence[float] = RDP_ORDERS) -> np.ndarray:
@@ -190,6 +200,5 @@ def informed_attack(model: torch.nn.Module, case: Case, images: torch.Tensor, la
         view, _ = client_update(case, model, x[i:i + 1], ys[i:i + 1], torch.Generator().manual_seed(seed + i))
         shared = torch.cat([g.flatten() for g in view.update.grads])
         j = int(torch.cdist(shared[None], candidates).argmin())
-        rows.append({"image": i, "guess": j, "identified": j == i,
-                     **{m: float(fn(x[j:j + 1], x[i:i + 1])) for m, fn in METRICS.items()}})
+        rows.append({"image": i, "guess": j, "identified": j == i, **image_metrics(x[j], x[i])})
     return pd.DataFrame(rows)

@@ -61,7 +61,7 @@ from IPython.display import Markdown, display
 from dlg_utils import operating as op
 from dlg_utils.config import quick_mode
 from dlg_utils.notebook import results_folder
-from dlg_utils.plotting import defense_label, operating_frontier_plot, operating_plot, rero_plot, save_figure
+from dlg_utils.plotting import operating_frontier_plot, operating_plot, rero_plot, save_figure
 from dlg_utils.stats import CRITERIA
 from dlg_utils.storage import load_rows
 
@@ -353,7 +353,7 @@ display(Markdown(f"The stored cells took {attack_hours:.1f} hours of attack comp
 
 # %%
 def listing(frame: pd.DataFrame) -> str:
-    return ", ".join(f"{defense_label(r['point'], r['defense'])} ({r['domain']} {r['point']})"
+    return ", ".join(f"{op.defense_label(r['point'], r['defense'])} ({r['domain']} {r['point']})"
                      for _, r in frame.iterrows()) or "none"
 
 
