@@ -1,8 +1,19 @@
+import os
+
 import pytest
 import torch
 
 from dlg_utils.data import load_dataset
 from dlg_utils.models import LeNet, init_uniform_
+
+
+def pytest_configure(config):
+    """Under pytest-xdist (the README's command runs ``-n auto``) each worker takes one core:
+    torch, and the notebook kernels and scripts a worker starts, run one thread. Two processes
+    that each take every core run several times slower than one."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        os.environ["OMP_NUM_THREADS"] = "1"
+        torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

@@ -68,7 +68,7 @@ KILLABLE = textwrap.dedent("""
     from dlg_utils.models import get_model
     torch.manual_seed(0)
     model = get_model("lenet", in_channels=3, num_classes=100, image_size=32)
-    trials = [AttackTrial(i, s, "none", settings={"iterations": 40}) for i in range(4) for s in range(2)]
+    trials = [AttackTrial(i, s, "none", settings={"iterations": 12}) for i in range(4) for s in range(2)]
     attack_sweep(trials, model, load_dataset("samples"), sys.argv[1], execution=Execution(
         chunk_size=1, progress=False, executor="ray", resources={"num_cpus": 1}))
 """)
