@@ -51,7 +51,7 @@ from .federated import CONFIG, TRUTH, FLConfig, dataset_options, dp_noise_multip
 from .metrics import label_count_accuracy, score_batch
 from .models import get_model
 from .quantization import step_size
-from .stats import CRITERIA, clopper_pearson, recovered
+from .stats import CRITERIA, clopper_pearson, recovered, scored_criteria
 from .storage import RowStore, canonical, config_key, load_rows
 
 LOG = logging.getLogger("flwr")
@@ -573,7 +573,7 @@ def audit_report(rows) -> str:
         leaking = sorted(scored.loc[scored["recovered"] > 0, "round"].unique())
         best = images.loc[images["psnr"].idxmax()]
         by_round = scored.groupby("round")["psnr"].mean()
-        others = [f"{int(recovered(images, c).sum())} by {CRITERIA[c].describe()}" for c in CRITERIA
+        others = [f"{int(recovered(images, c).sum())} by {CRITERIA[c].describe()}" for c in scored_criteria(images)
                   if CRITERIA[c].describe() != scored["criterion"].iloc[0]]
         text = (f"**{run}** ({defense}; {scored['case'].iloc[0]}): {k} of {n} images recovered "
                 f"({scored['criterion'].iloc[0]}; {', '.join(others)})")

@@ -17,7 +17,7 @@ from .cases import Case
 from .config import CHECKPOINTS_DIR
 from .experiments import AttackTrial, Execution, RowOptions, attack_sweep, per_image, trial_cost
 from .frontier import best_of_attacks
-from .stats import CRITERIA, clopper_pearson, recovered
+from .stats import clopper_pearson, recovered, scored_criteria
 from .training import load_checkpoint
 
 # the model states: checkpoints of one training run of DLG's LeNet on Fashion-MNIST (notebook 4:
@@ -115,17 +115,18 @@ def best_per_image(rows: pd.DataFrame) -> pd.DataFrame:
 
 def cell_summary(rows: pd.DataFrame) -> pd.DataFrame:
     """Per (model state, B, E): images, the attacks run, the share of images recovered by
-    their best attack under each criterion of :data:`~dlg_utils.stats.CRITERIA` with its exact
+    their best attack under each criterion the rows hold (:func:`~dlg_utils.stats.scored_criteria`) with its exact
     95% interval over images, the labels found (DLG's count) and the attacks' CPU seconds per
     image (all attacks together; :func:`~dlg_utils.experiments.trial_cost`: for rows stored
     before per-trial costs, the batch's wall time, an upper bound)."""
     images = best_per_image(rows)
+    criteria = scored_criteria(images)
     out = []
     for (state, B, E), g in images.groupby(["model", "batch_size", "local_steps"], sort=True):
         trials = rows[(rows["model"] == state) & (rows["batch_size"] == B) & (rows["local_steps"] == E)]
         row = {"model": state, "B": int(B), "E": int(E), "images": len(g),
                "attacks": "+".join(sorted(trials["attack"].unique()))}
-        for name in CRITERIA:
+        for name in criteria:
             k = int(recovered(g, name).sum())
             lo, hi = clopper_pearson(k, len(g))
             row[f"{name} recovered"] = k / len(g)

@@ -33,7 +33,7 @@ from .config import CHECKPOINTS_DIR
 from .experiments import AttackTrial, Execution, RowOptions, attack_sweep, per_image, trial_cost
 from .fedsim import FedRun
 from .frontier import DEFENSES, MODELS, PAPER_STRENGTH, best_of_attacks
-from .stats import CRITERIA, clopper_pearson, recovered
+from .stats import CRITERIA, clopper_pearson, recovered, scored_criteria
 from .storage import canonical, compact, load_rows
 from .training import load_checkpoint
 
@@ -268,8 +268,8 @@ def complete_cells(rows: pd.DataFrame, study: Study) -> pd.DataFrame:
 
 def cell_table(rows: pd.DataFrame, study: Study | None = None, limit: float = LIMIT,
                chance: dict[tuple[str, str], float] | None = None) -> pd.DataFrame:
-    """Per (domain, point, defense): images, and under each criterion of
-    :data:`~dlg_utils.stats.CRITERIA` the share recovered, its exact 95% interval and the verdict
+    """Per (domain, point, defense): images, and under each criterion the rows hold
+    (:func:`~dlg_utils.stats.scored_criteria`) the share recovered, its exact 95% interval and the verdict
     ("protects": upper bound <= ``limit`` with a saturated budget; "leaks": lower bound above
     ``limit`` and above the criterion's chance level in the domain, ``chance[(domain, criterion)]``
     (the ``low`` of :func:`baselines`), the share a guess made without the update meets; else "open");
@@ -283,7 +283,7 @@ def cell_table(rows: pd.DataFrame, study: Study | None = None, limit: float = LI
         saturated = study.domains[domain].saturated if domain in study.domains else False
         row = {"domain": domain, "point": point, "defense": defense, "images": len(g)}
         verdicts = []
-        for name in CRITERIA:
+        for name in scored_criteria(g):  # LPIPS only in cells scored where its weights were
             k = int(recovered(g, name).sum())
             lo, hi = clopper_pearson(k, len(g))
             v = ("protects" if hi <= limit and saturated else
@@ -344,7 +344,7 @@ def baselines(study: Study) -> dict:
     out = {}
     for domain in dict.fromkeys(d for d, _ in study.grid):
         x, y = domain_images(domain, study)
-        out |= {(domain, name): prior_baseline(x, y, name) for name in CRITERIA}
+        out |= {(domain, name): prior_baseline(x, y, name) for name in scored_criteria()}
     return out
 
 
@@ -376,7 +376,8 @@ def dp_theory(study: Study, rows: pd.DataFrame, base: dict | None = None) -> pd.
             continue
         x, y = domain_images(domain, study)
         case = point.case()
-        kappas = [b.high if np.isfinite(b.high) else b.low for b in (base[(domain, name)] for name in CRITERIA)]
+        names = [n for n in CRITERIA if (domain, n) in base]
+        kappas = [b.high if np.isfinite(b.high) else b.low for b in (base[(domain, n)] for n in names)]
         bounds = rero.dp_sgd_bounds(kappas, case.dp.noise, *dp_schedule(point))
         spec = study.domains[domain]
         informed = rero.informed_attack(domain_model(spec, point.state, domain_data(domain, study)), case, x, y,
@@ -384,7 +385,7 @@ def dp_theory(study: Study, rows: pd.DataFrame, base: dict | None = None) -> pd.
         mine = rows[(rows["domain"] == domain) & (rows["point"] == point.name) & (rows["defense"] == "none")] \
             if len(rows) else rows
         attacks = per_image(mine) if len(mine) else mine
-        for c, name in enumerate(CRITERIA):
+        for c, name in enumerate(names):
             b, kappa = base[(domain, name)], kappas[c]
             k = int(recovered(informed, name).sum())
             lo, hi = clopper_pearson(k, len(informed))
@@ -393,7 +394,7 @@ def dp_theory(study: Study, rows: pd.DataFrame, base: dict | None = None) -> pd.
                    **{key: values[c] for key, values in bounds.items()},
                    "informed recovered": k / len(informed), "informed low": lo, "informed high": hi,
                    "informed identified": float(informed["identified"].mean())}
-            if len(attacks):
+            if len(attacks) and name in scored_criteria(attacks):
                 hits = attacks.assign(_hit=recovered(attacks, name)).groupby("attack")["_hit"].agg(["sum", "count"])
                 best = hits["sum"].idxmax()
                 k, n = int(hits.loc[best, "sum"]), int(hits.loc[best, "count"])
@@ -563,7 +564,8 @@ def claims_at(table: pd.DataFrame, domain: str, point: str, claims=None) -> pd.D
                "recovered (SSIM)": r["ssim recovered"], "ssim low": r["ssim low"], "ssim high": r["ssim high"],
                "drop": r.get("drop", np.nan), "cost verdict": r.get("cost verdict")}
         unmeasured = ("accuracy",) if pd.isna(r.get("drop", np.nan)) else ()
-        verdicts = {name: claim_verdict(read.get(r[f"{name} verdict"]), free, c, unmeasured) for name in CRITERIA}
+        verdicts = {name: claim_verdict(read.get(r[f"{name} verdict"]), free, c, unmeasured) for name in CRITERIA
+                    if isinstance(r.get(f"{name} verdict"), str)}
         row |= {f"{name} claim": v for name, v in verdicts.items()}
         row["verdict"] = verdicts["ssim"] if len(set(verdicts.values())) == 1 else "depends on the criterion"
         out.append(row)
@@ -574,10 +576,11 @@ def headline(table: pd.DataFrame, domain: str, point: str, defenses: Sequence[st
     """The README's table for one point of :func:`frontier_cells`: per defense (of ``defenses``
     if given, in the table's order), the share of images recovered under each criterion with
     its exact 95% interval, the verdict, the accuracy drop in the point's setting (Bonferroni
-    interval) and the cost to breach."""
+    interval) and the cost to breach (LPIPS only where every row holds it)."""
     mine = table[(table["domain"] == domain) & (table["point"] == point)]
     if defenses is not None:
         mine = mine[mine["defense"].isin(defenses)]
+    criteria = [n for n in CRITERIA if f"{n} recovered" in mine and mine[f"{n} recovered"].notna().all()]
     pct = lambda r, n: f"{r[f'{n} recovered']:.0%} [{r[f'{n} low']:.0%}, {r[f'{n} high']:.0%}]"
     def drop(r) -> str:
         if "drop" not in r or pd.isna(r["drop"]):
@@ -585,10 +588,11 @@ def headline(table: pd.DataFrame, domain: str, point: str, defenses: Sequence[st
         if pd.isna(r["adjusted high"]):
             return f"{100 * r['drop']:+.2f} ({int(r['seeds'])} seed: no interval)"
         return f"{100 * r['drop']:+.2f} [{100 * r['adjusted low']:+.1f}, {100 * r['adjusted high']:+.1f}]"
-    lines = ["| defense | SSIM >= 0.5 | PSNR >= 25 dB | MSE < 1e-3 | verdict | drop (points) | s per image |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| " + " | ".join(["defense", *(CRITERIA[n].describe() for n in criteria), "verdict", "drop (points)",
+                                "s per image"]) + " |",
+             "|" + "---|" * (len(criteria) + 4)]
     for _, r in mine.iterrows():
         cost = r["seconds per recovered image"]
-        lines.append(f"| {r['defense']} | {pct(r, 'ssim')} | {pct(r, 'psnr')} | {pct(r, 'mse')} | {r['verdict']} | "
-                     f"{drop(r)} | {'-' if np.isinf(cost) else f'{cost:.1f}'} |")
+        lines.append("| " + " | ".join([r["defense"], *(pct(r, n) for n in criteria), r["verdict"], drop(r),
+                                        "-" if np.isinf(cost) else f"{cost:.1f}"]) + " |")
     return "\n".join(lines)

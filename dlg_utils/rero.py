@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from scipy.stats import norm
 
 from .cases import RDP_ORDERS, Case, batchnorm_frozen, client_update, update_function
-from .metrics import METRICS, image_metrics
+from .metrics import image_metrics, lpips_weights, metric_functions
 from .stats import CRITERIA
 
 
@@ -147,6 +147,9 @@ def prior_baseline(images: torch.Tensor, labels: Sequence[int], criterion: str) 
         raise ValueError(f"criterion must be one of {', '.join(CRITERIA)}, got {criterion!r}")
     if images.dim() != 4 or len(images) != len(labels) or not len(images):
         raise ValueError("need N x C x H x W images with one label each")
+    metric = metric_functions().get(CRITERIA[criterion].metric)
+    if metric is None:
+        raise FileNotFoundError(f"{criterion} is not scored on this machine: no weights at {lpips_weights()}")
     x = images.detach().float()
     n, c = len(x), CRITERIA[criterion]
     guesses = {f"image {i}": x[i] for i in range(n)}
@@ -170,7 +173,7 @@ def prior_baseline(images: torch.Tensor, labels: Sequence[int], criterion: str) 
         high = max(len(q) for q in nx.find_cliques(graph)) / n
     best, name = -1, ""
     for key, g in guesses.items():
-        hits = int(c(METRICS[c.metric](g.expand_as(x).clamp(0, 1), x)).sum())
+        hits = int(c(metric(g.expand_as(x).clamp(0, 1), x)).sum())
         if hits > best:
             best, name = hits, key
     return Baseline(criterion, best / n, high, name)

@@ -7,6 +7,9 @@ Criteria (what counts as a leaked image, on [0, 1] images):
   half-resolution copy, notebook 9);
 - ``"psnr"``: PSNR >= 25 dB;
 - ``"mse"``: MSE < 1e-3 (:data:`IMAGE_THRESHOLD`, seed 002's image criterion);
+- ``"lpips"``: LPIPS < 0.2 (AlexNet), scored only where its weights are on disk
+  (:func:`~dlg_utils.metrics.lpips_available`): no paper fixes a threshold, so read it beside
+  its chance level (:func:`~dlg_utils.rero.prior_baseline`);
 
 and an attack *converged* when its gradient distance fell below :data:`GRAD_THRESHOLD` (1e-4,
 seed 002; the engine records the first iteration where it did as ``converged_at``).
@@ -41,7 +44,25 @@ class Criterion:
 
 
 CRITERIA = {"ssim": Criterion("ssim", 0.5, True), "psnr": Criterion("psnr", 25.0, True),
-            "mse": Criterion("mse", IMAGE_THRESHOLD, False)}
+            "mse": Criterion("mse", IMAGE_THRESHOLD, False), "lpips": Criterion("lpips", 0.2, False)}
+OPTIONAL = ("lpips",)  # criteria whose metric only some machines score
+
+
+def scored_criteria(rows: pd.DataFrame | None = None) -> list[str]:
+    """The criteria to judge by: those of :data:`CRITERIA` whose metric ``rows`` hold (an
+    optional one only where every row scored by SSIM has it too: rows stored on a machine
+    without it would otherwise count as not recovered), or without rows those this machine
+    scores (:func:`~dlg_utils.metrics.metric_functions`)."""
+    if rows is None:
+        from .metrics import metric_functions
+        return [n for n in CRITERIA if CRITERIA[n].metric in metric_functions()]
+    def held(n: str) -> bool:
+        m = CRITERIA[n].metric
+        if m not in rows.columns:
+            return False
+        scored = rows["ssim"].notna() if "ssim" in rows.columns else True
+        return n not in OPTIONAL or not (rows[m].isna() & scored).any()
+    return [n for n in CRITERIA if held(n)]
 
 
 def recovered(rows_or_values, criterion: str = "ssim", threshold: float | None = None):

@@ -40,7 +40,8 @@
 #   is read there (a "leaks" verdict stands: a stronger attack only recovers more).
 # - **Verdicts**: exact (Clopper-Pearson) 95% intervals over images; a defense **protects**
 #   where the upper bound is at most 10% under a saturated budget, **leaks** where the lower
-#   bound is above 10%, and is **open** otherwise; three criteria side by side.
+#   bound is above 10%, and is **open** otherwise; three criteria side by side (four where LPIPS's
+#   weights are present).
 # - **Utility**: federated training of the same LeNet in each point's setting (15 clients, B
 #   images per client and round, E local steps, DP-SGD, the defense on every update), simulated
 #   in one process (`dlg_utils.fedsim`), 3 seeds, drops paired by seed with Holm's and
@@ -62,6 +63,7 @@ from dlg_utils import operating as op
 from dlg_utils.config import quick_mode
 from dlg_utils.notebook import results_folder
 from dlg_utils.plotting import operating_frontier_plot, operating_plot, rero_plot, save_figure
+from dlg_utils.metrics import lpips_weights
 from dlg_utils.stats import CRITERIA
 from dlg_utils.storage import load_rows
 
@@ -103,13 +105,19 @@ points
 # One panel per point: the share of its images recovered under each defense, with exact 95%
 # intervals, under SSIM ≥ 0.5 (the structure is recognisable), PSNR ≥ 25 dB (close pixel
 # agreement) and image MSE < 1e-3 (PSNR ≥ 30 dB: a near-exact copy). The dashed line is the 10%
-# limit a protecting defense's whole interval must stay under.
+# limit a protecting defense's whole interval must stay under. A fourth criterion, LPIPS < 0.2
+# (AlexNet; a learned perceptual distance, 0 for the same image), is scored where torchvision's
+# ImageNet AlexNet weights are on disk when the attacks run. No paper fixes a threshold for it;
+# 0.2 is our choice, and its chance level below shows how lenient it is.
 
 # %%
 base = op.baselines(STUDY)  # the prior's baseline per domain and criterion: what a guess without the update meets
 cells = op.cell_table(rows, STUDY, chance={k: b.low for k, b in base.items()})
+SCORED = [n for n in CRITERIA if f"{n} recovered" in cells]  # LPIPS only where its weights were present
+print("criteria:", ", ".join(CRITERIA[n].describe() for n in SCORED),
+      "" if "lpips" in SCORED else f"| LPIPS not scored: no weights at {lpips_weights()} when the cells ran")
 domains = {d: STUDY.domains[d] for d in cells["domain"].unique()}
-fig = operating_plot(cells, title=(
+fig = operating_plot(cells, criteria=SCORED, title=(
     "Images recovered by the best of DLG / Inverting Gradients / the defense-aware attacker, DLG's LeNet, "
     + "; ".join(f"{d}: {len(s.images)} images, {s.iterations} Adam iterations" for d, s in domains.items())
     + f" (DLG {STUDY.dlg_iterations} L-BFGS), one dummy seed; exact 95% intervals over images"
@@ -117,9 +125,9 @@ fig = operating_plot(cells, title=(
 save_figure(fig, "operating_privacy.png");  # images/quick/ in quick mode
 
 # %%
-for name in CRITERIA:
+for name in SCORED:
     lo, v, hi = cells[f"{name} low"], cells[f"{name} recovered"], cells[f"{name} high"]
-    assert ((lo <= v + 1e-12) & (v <= hi + 1e-12)).all(), f"a rate outside its interval under {name}"
+    assert (v.isna() | ((lo <= v + 1e-12) & (v <= hi + 1e-12))).all(), f"a rate outside its interval under {name}"
     protects = cells[f"{name} verdict"] == "protects"
     assert (cells.loc[protects, f"{name} high"] <= op.LIMIT).all(), "a protecting cell above the limit"
     assert (cells.loc[cells[f"{name} verdict"] == "leaks", f"{name} low"] > op.LIMIT).all()
@@ -359,9 +367,9 @@ def listing(frame: pd.DataFrame) -> str:
 
 protect_ssim = table[table["ssim verdict"] == "protects"]
 display(Markdown(
-    f"Of {len(table)} finished cells, {int((table['verdict'] == 'leaks').sum())} leak under all three criteria, "
+    f"Of {len(table)} finished cells, {int((table['verdict'] == 'leaks').sum())} leak under every criterion scored, "
     f"{int((table['verdict'] == 'depends on the criterion').sum())} have a verdict that depends on the criterion, "
-    f"{int((table['verdict'] == 'protects').sum())} protect under all three and {int((table['verdict'] == 'open').sum())} "
+    f"{int((table['verdict'] == 'protects').sum())} protect under every one and {int((table['verdict'] == 'open').sum())} "
     f"{'is' if (table['verdict'] == 'open').sum() == 1 else 'are'} open. Protecting under SSIM (the strictest reading of privacy: nothing recognisable): {listing(protect_ssim)}. "
     f"Of these, free in accuracy (corrected interval within one point): {listing(protect_ssim[protect_ssim['holds']])}. "
     f"This covers {done} of {planned} cells of the grid; the figures and verdicts above are of the finished cells only."))

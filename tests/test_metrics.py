@@ -4,7 +4,9 @@ import pytest
 import torch
 from skimage.metrics import structural_similarity
 
-from dlg_utils.metrics import image_metrics, image_table, l1, mse, psnr, ssim
+from dlg_utils.metrics import (image_metrics, image_table, l1, lpips, lpips_available, lpips_weights, metric_functions,
+                               mse, psnr, ssim)
+from dlg_utils.stats import scored_criteria
 
 
 def test_known_values():
@@ -33,3 +35,47 @@ def test_batched_and_clamped():
     table = image_table(a.view(2, 2, 1, 16, 16), a.flip(0).view(2, 2, 1, 16, 16))  # 2 trials of 2 images
     assert len(table) == 2 and table[0]["mse"] == pytest.approx(float(mse(a[:2], a.flip(0)[:2]).mean()))
 
+
+
+@pytest.fixture(scope="module")
+def fake_lpips_weights(tmp_path_factory):
+    """A randomly initialised AlexNet saved where torchvision keeps the ImageNet one: LPIPS's code
+    path runs as it would where the real weights are present (its values are not LPIPS's)."""
+    import torchvision
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TORCH_HOME", str(tmp_path_factory.mktemp("torch_home")))
+        path = lpips_weights()
+        path.parent.mkdir(parents=True)
+        torch.manual_seed(0)
+        torch.save(torchvision.models.alexnet().state_dict(), path)
+        yield path
+
+
+def test_lpips_without_its_weights_is_a_clear_error_and_left_out(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    x = torch.rand(2, 1, 28, 28)
+    assert not lpips_available() and "lpips" not in metric_functions()
+    with pytest.raises(FileNotFoundError, match="not downloaded here"):
+        lpips(x, x)
+    assert "lpips" not in image_table(x[None], x[None])[0]
+    assert scored_criteria() == ["ssim", "psnr", "mse"]
+
+
+def test_lpips_where_its_weights_are_present(fake_lpips_weights):
+    torch.manual_seed(1)
+    for x in (torch.rand(3, 1, 28, 28), torch.rand(3, 3, 32, 32)):  # grey and colour, both under 64 px
+        y = torch.rand_like(x)
+        d = lpips(x, y)
+        assert d.shape == (3,) and (d > 0).all()
+        assert torch.allclose(lpips(x, x), torch.zeros(3), atol=1e-6)
+        assert torch.allclose(lpips(y, x), d, atol=1e-6)  # symmetric
+        assert torch.allclose(lpips(x[1], y[1]), d[1:2], atol=1e-5)  # per image: the batch does not matter
+        assert lpips(x, (x + 0.02 * torch.randn_like(x)).clamp(0, 1)).max() < d.min()  # a small change, closer
+    with pytest.raises(ValueError, match="grey or RGB"):
+        lpips(torch.rand(1, 2, 8, 8), torch.rand(1, 2, 8, 8))
+    x = torch.rand(2, 3, 32, 32)
+    row = image_table(x[None], x[None])[0]
+    assert row["lpips"] == pytest.approx(0, abs=1e-6) and scored_criteria() == ["ssim", "psnr", "mse", "lpips"]
+    from dlg_utils.rero import prior_baseline
+    base = prior_baseline(x, [0, 1], "lpips")  # each image is a guess: it meets itself at LPIPS 0
+    assert base.low >= 0.5 and math.isnan(base.high)

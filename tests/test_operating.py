@@ -195,3 +195,14 @@ def test_utility_trains_on_cifar10_where_the_user_has_it(tmp_path, monkeypatch):
                        root=tmp_path)
     assert len(rows) == 1 and 0 <= rows["accuracy"].iloc[0] <= 1
     assert rows["config"].iloc[0]["context"]["dataset"] == "cifar10"  # keyed apart from Fashion-MNIST's runs
+
+
+def test_lpips_joins_the_verdicts_in_the_cells_that_hold_it():
+    plain = fake_rows({"a": 0})
+    scored = fake_rows({"b": 64}).assign(lpips=0.05)  # a cell attacked where LPIPS's weights were present
+    table = cell_table(pd.concat([plain, scored])).set_index("defense")
+    assert table.loc["b", "lpips verdict"] == "leaks" and table.loc["b", "verdict"] == "leaks"
+    assert pd.isna(table.loc["a", "lpips verdict"]) and table.loc["a", "verdict"] == "protects"
+    assert "LPIPS < 0.2" in op.headline(table.reset_index().loc[lambda t: t["defense"] == "b"], "gray28",
+                                        "init, B=1, FedSGD")
+    assert "LPIPS" not in op.headline(table.reset_index(), "gray28", "init, B=1, FedSGD")

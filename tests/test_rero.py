@@ -56,7 +56,7 @@ def _images(n: int = 8, seed: int = 0) -> torch.Tensor:
     return torch.rand(n, 1, 28, 28, generator=torch.Generator().manual_seed(seed))
 
 
-def test_prior_baseline_finds_a_pair_a_midpoint_covers_and_proves_no_guess_covers_more():
+def test_prior_baseline_finds_a_pair_a_midpoint_covers_and_proves_no_guess_covers_more(tmp_path, monkeypatch):
     x = _images()
     x[1] = (x[0] + 0.08).clamp(0, 1)  # MSE ~ 6e-3: neither image is within PSNR 25 dB (MSE 3.2e-3)
     gap = float(((x[0] - x[1]) ** 2).mean())  # of the other, their midpoint is of both
@@ -68,6 +68,9 @@ def test_prior_baseline_finds_a_pair_a_midpoint_covers_and_proves_no_guess_cover
     ssim = rero.prior_baseline(x, [0] * 8, "ssim")  # no metric: a lower estimate only
     assert math.isnan(ssim.high) and not ssim.exact and ssim.low == 2 / 8  # image 0 meets its shifted copy; noise meets nothing else
     with pytest.raises(ValueError, match="criterion"):
+        rero.prior_baseline(x, list(range(8)), "l1")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # no LPIPS weights there
+    with pytest.raises(FileNotFoundError, match="lpips is not scored on this machine"):
         rero.prior_baseline(x, list(range(8)), "lpips")
 
 

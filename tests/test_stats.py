@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from dlg_utils.stats import (CRITERIA, GRAD_THRESHOLD, IMAGE_THRESHOLD, bootstrap_ci, clopper_pearson, converged,
-                             recovered, t_interval, verdict)
+                             recovered, scored_criteria, t_interval, verdict)
 
 
 def test_clopper_pearson_known_values():
@@ -76,11 +76,11 @@ def test_criteria_on_values_and_rows():
     assert recovered(5e-4, "mse") and not recovered(1e-3, "mse") and not recovered(0.01, "mse")
     assert recovered(0.3, threshold=0.2) and not recovered(5e-4, "mse", threshold=1e-4)
     rows = pd.DataFrame({"ssim": [0.9, 0.2, np.nan], "psnr": [30.0, 10.0, np.nan], "mse": [1e-4, 0.1, np.nan]})
-    for criterion in CRITERIA:
+    for criterion in ("ssim", "psnr", "mse"):
         assert recovered(rows, criterion).tolist() == [True, False, False]  # a diverged attack never counts
     assert recovered(rows["ssim"].to_numpy()).tolist() == [True, False, False]
     assert CRITERIA["ssim"].describe() == "SSIM >= 0.5" and CRITERIA["mse"].describe() == "MSE < 0.001"
-    with pytest.raises(ValueError, match="criterion must be one of ssim, psnr, mse"):
+    with pytest.raises(ValueError, match="criterion must be one of ssim, psnr, mse, lpips"):
         recovered(rows, "l1")
     with pytest.raises(ValueError, match="no column 'psnr'"):
         recovered(rows.drop(columns="psnr"), "psnr")
@@ -101,3 +101,13 @@ def test_converged():
 ])
 def test_verdict(low, high, expected):
     assert verdict(low, high, 0.10) is expected
+
+
+def test_lpips_is_judged_only_where_every_scored_row_holds_it():
+    rows = pd.DataFrame({"ssim": [0.9, 0.2, np.nan], "psnr": [30.0, 10.0, np.nan], "mse": [1e-4, 0.1, np.nan]})
+    assert scored_criteria(rows) == ["ssim", "psnr", "mse"]
+    scored = rows.assign(lpips=[0.1, 0.5, np.nan])  # the diverged attack has no LPIPS either
+    assert scored_criteria(scored) == ["ssim", "psnr", "mse", "lpips"]
+    assert recovered(scored, "lpips").tolist() == [True, False, False] and CRITERIA["lpips"].describe() == "LPIPS < 0.2"
+    mixed = rows.assign(lpips=[0.1, np.nan, np.nan])  # a row scored on a machine without LPIPS's weights
+    assert scored_criteria(mixed) == ["ssim", "psnr", "mse"]
