@@ -2,7 +2,7 @@ import math
 
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
+from hypothesis import assume, given, settings, strategies as st
 from hypothesis.extra.numpy import arrays
 
 from dlg_utils.defenses import (GaussianNoise, HalfPrecision, LaplacianNoise, LayerPrecision,
@@ -133,6 +133,9 @@ def test_relative_noise_is_a_fraction_of_each_tensors_rms(scale):
        family=st.sampled_from([GaussianNoise, LaplacianNoise]))
 def test_relative_noise_is_scale_invariant(x, c, seed, family):
     """defense(c * g) = c * defense(g) with the same draws: one spec is one strength at any scale."""
+    # Below float32's normal range (~1.2e-38) c * x itself loses digits: a property of the
+    # arithmetic, not of the defense, so the scaled input must stay well inside it.
+    assume(c * float(x.abs().max()) > 1e6 * torch.finfo(torch.float32).tiny)
     d = family(0.2, relative=True)
     scaled = d([c * x], gen(seed))[0]
     assert torch.allclose(scaled, c * d([x], gen(seed))[0], rtol=1e-4, atol=1e-6 * c * float(x.abs().max()))
