@@ -106,6 +106,10 @@ class AuditConfig:
             raise ValueError("iterations and ig_iterations must be >= 0; clients, max_images and threads >= 1")
         if self.criterion not in CRITERIA:
             raise ValueError(f"criterion must be one of {sorted(CRITERIA)}, got {self.criterion!r}")
+        if self.criterion not in scored_criteria():  # LPIPS without its weights: fail before round 1
+            from .metrics import lpips_weights
+            raise FileNotFoundError(f"criterion {self.criterion!r} is not scored on this machine: LPIPS needs "
+                                    f"its weights at {lpips_weights()}")
 
     def wrap(self, strategy: Strategy, label: str = "") -> "AuditedStrategy":
         """``strategy`` audited with these settings (what ``run_federated(audit=...)`` runs)."""

@@ -88,23 +88,25 @@ def metric_functions() -> dict:
     return METRICS | ({"lpips": lpips} if lpips_available() else {})
 
 
-def image_table(images: torch.Tensor, truths: torch.Tensor) -> list[dict[str, float]]:
+def image_table(images: torch.Tensor, truths: torch.Tensor, metrics: dict | None = None) -> list[dict[str, float]]:
     """Per trial, the mean of each metric over the trial's images: ``images`` and ``truths``
-    are T x N x C x H x W (or T x C x H x W); images are clamped to [0, 1] first."""
+    are T x N x C x H x W (or T x C x H x W); images are clamped to [0, 1] first. ``metrics``:
+    name -> function, by default :data:`METRICS` (the cheap ones: an attack's history records
+    them every few iterations, and LPIPS's AlexNet there would cost more than the attack's step)."""
     if images.dim() == 4:
         images, truths = images[:, None], truths[:, None]
     if images.shape != truths.shape:
         raise ValueError(f"images differ in shape: {tuple(images.shape)} vs {tuple(truths.shape)}")
     T, N = images.shape[:2]
     x, y = images.detach().clamp(0, 1).flatten(0, 1), truths.detach().flatten(0, 1)
-    values = {name: fn(x, y).view(T, N).mean(1).tolist() for name, fn in metric_functions().items()}
+    values = {name: fn(x, y).view(T, N).mean(1).tolist() for name, fn in (metrics or METRICS).items()}
     return [{name: v[t] for name, v in values.items()} for t in range(T)]
 
 
 def image_metrics(image: torch.Tensor, truth: torch.Tensor) -> dict[str, float]:
     """The metrics of :func:`metric_functions` of one image (C x H x W or N x C x H x W, averaged over N)
     against the truth, the image clamped to [0, 1] first."""
-    return image_table(image[None], truth[None])[0]
+    return image_table(image[None], truth[None], metric_functions())[0]
 
 
 def score_batch(images: torch.Tensor, truths: torch.Tensor, labels=None, true_labels=None) -> list[dict]:

@@ -19,6 +19,7 @@ see docs/frontier.md for why.
 """
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -272,10 +273,12 @@ def cell_table(rows: pd.DataFrame, study: Study | None = None, limit: float = LI
     (:func:`~dlg_utils.stats.scored_criteria`) the share recovered, its exact 95% interval and the verdict
     ("protects": upper bound <= ``limit`` with a saturated budget; "leaks": lower bound above
     ``limit`` and above the criterion's chance level in the domain, ``chance[(domain, criterion)]``
-    (the ``low`` of :func:`baselines`), the share a guess made without the update meets; else "open");
+    (the ``low`` of :func:`baselines`), the share a guess made without the update meets; else "open";
+    given ``chance``, a criterion it lacks for a domain is never "leaks": its chance level is unknown);
     whether the verdict depends on the criterion; the median SSIM; the attack that won most
     images; and the cost to breach (attack seconds per recovered image, SSIM)."""
-    study, chance = study or Study(), chance or {}
+    study = study or Study()
+    floor = (lambda key: 0.0) if chance is None else (lambda key: chance.get(key, math.inf))
     best = best_per_image(rows)
     cost = rows.assign(_cost=trial_cost(rows)).groupby(["domain", "point", "defense"])["_cost"].sum()
     out = []
@@ -287,7 +290,7 @@ def cell_table(rows: pd.DataFrame, study: Study | None = None, limit: float = LI
             k = int(recovered(g, name).sum())
             lo, hi = clopper_pearson(k, len(g))
             v = ("protects" if hi <= limit and saturated else
-                 "leaks" if lo > max(limit, chance.get((domain, name), 0.0)) else "open")
+                 "leaks" if lo > max(limit, floor((domain, name))) else "open")
             row |= {f"{name} recovered": k / len(g), f"{name} low": lo, f"{name} high": hi, f"{name} verdict": v}
             verdicts.append(v)
         k_ssim = int(recovered(g, "ssim").sum())

@@ -79,6 +79,10 @@ def test_run_config_parses_into_an_audit_config_and_the_app_is_off_by_default():
         audit_from_run({"audit_itrations": 5})
     with pytest.raises(ValueError, match="unknown attack"):
         AuditConfig(attacks=("nope",))
+    with pytest.MonkeyPatch.context() as mp:  # LPIPS without its weights: refused before any round runs
+        mp.setenv("TORCH_HOME", str(ROOT / "no-such-folder"))
+        with pytest.raises(FileNotFoundError, match="LPIPS needs"):
+            AuditConfig(criterion="lpips")
     app = tomllib.loads((ROOT / "deploy/flower/pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"]
     assert app["audit"] is False  # the deployment's switch, off unless the run config turns it on
     assert isinstance(audit_from_run(app), AuditConfig)

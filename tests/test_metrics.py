@@ -57,8 +57,26 @@ def test_lpips_without_its_weights_is_a_clear_error_and_left_out(tmp_path, monke
     assert not lpips_available() and "lpips" not in metric_functions()
     with pytest.raises(FileNotFoundError, match="not downloaded here"):
         lpips(x, x)
-    assert "lpips" not in image_table(x[None], x[None])[0]
+    assert "lpips" not in image_metrics(x[0], x[0]) and "lpips" not in image_table(x[None], x[None])[0]
     assert scored_criteria() == ["ssim", "psnr", "mse"]
+
+
+def test_lpips_is_torchmetrics_on_inputs_in_0_1_at_64_px(fake_lpips_weights):
+    """The convention pinned: torchmetrics' LPIPS with ``normalize=True`` (inputs in [0, 1]) on the
+    weights file, grey images repeated to RGB and small ones resized bilinearly to 64 px by hand."""
+    import torch.nn.functional as F
+    from torchmetrics.image.lpip import LearnedPerceptualImagePatchSimilarity
+    ref = LearnedPerceptualImagePatchSimilarity(net_type="alex", normalize=True, reduction="none").eval()
+    saved = torch.load(fake_lpips_weights)["features.0.weight"]
+    assert torch.equal(ref.net.net.slice1[0].weight, saved)  # the file's weights, not a fresh draw
+    torch.manual_seed(2)
+    big = torch.rand(2, 3, 64, 64), torch.rand(2, 3, 64, 64)
+    grey = torch.rand(2, 1, 28, 28), torch.rand(2, 1, 28, 28)
+    def by_hand(x):
+        return F.interpolate(x.expand(-1, 3, -1, -1), size=(64, 64), mode="bilinear", align_corners=False)
+    with torch.no_grad():
+        assert torch.allclose(lpips(*big), ref(*big).flatten(), atol=1e-5)
+        assert torch.allclose(lpips(*grey), ref(by_hand(grey[0]), by_hand(grey[1])).flatten(), atol=1e-5)
 
 
 def test_lpips_where_its_weights_are_present(fake_lpips_weights):
@@ -74,7 +92,8 @@ def test_lpips_where_its_weights_are_present(fake_lpips_weights):
     with pytest.raises(ValueError, match="grey or RGB"):
         lpips(torch.rand(1, 2, 8, 8), torch.rand(1, 2, 8, 8))
     x = torch.rand(2, 3, 32, 32)
-    row = image_table(x[None], x[None])[0]
+    assert "lpips" not in image_table(x[None], x[None])[0]  # an attack's history: the cheap metrics only
+    row = image_metrics(x, x)
     assert row["lpips"] == pytest.approx(0, abs=1e-6) and scored_criteria() == ["ssim", "psnr", "mse", "lpips"]
     from dlg_utils.rero import prior_baseline
     base = prior_baseline(x, [0, 1], "lpips")  # each image is a guess: it meets itself at LPIPS 0

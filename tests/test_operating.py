@@ -77,7 +77,11 @@ def test_cell_table_reads_verdicts_from_exact_intervals():
     chance = {("gray28", "ssim"): 0.30}
     judged = cell_table(fake_rows({"c": 20}), chance=chance).set_index("defense")
     assert table.loc["c", "ssim low"] < 0.30 and judged.loc["c", "ssim verdict"] == "open"
-    assert judged.loc["c", "psnr verdict"] == "leaks"  # no chance level given for PSNR: the limit alone
+    # given chance levels, a criterion without one (LPIPS tabled where its weights are absent) is
+    # never "leaks"; without any, the limit alone decides
+    assert judged.loc["c", "psnr verdict"] == "open" and table.loc["c", "psnr verdict"] == "leaks"
+    judged = cell_table(fake_rows({"c": 20}), chance=chance | {("gray28", "psnr"): 0.0}).set_index("defense")
+    assert judged.loc["c", "psnr verdict"] == "leaks"
 
 
 def test_a_verdict_that_changes_with_the_criterion_is_marked():
