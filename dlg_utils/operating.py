@@ -138,6 +138,16 @@ class Study:
         return [(domain, point, d) for domain, point in self.grid
                 for d in sorted(point.defenses, key=lambda d: order.get(d, len(order)))]
 
+    def only(self, names: Sequence[str]) -> "Study":
+        """The study on some of its points: each name a point's name (every domain's point of that
+        name) or ``"domain: name"``, as ``--status`` lists them. Workers on disjoint points write
+        disjoint stores, so they can run side by side."""
+        labels = [(d, p, f"{d}: {p.name}") for d, p in self.grid]
+        unknown = [n for n in names if not any(n in (p.name, label) for _, p, label in labels)]
+        if unknown:
+            raise ValueError(f"no point named {unknown} in the study; its points: {[label for *_, label in labels]}")
+        return replace(self, grid=tuple((d, p) for d, p, label in labels if p.name in names or label in names))
+
     def utility_points(self) -> list[Point]:
         """The points whose training setting is measured: those of the Fashion-MNIST LeNet."""
         return [p for d, p in self.grid if self.domains[d].dataset == "fashion-mnist" and self.domains[d].model == "lenet"]

@@ -29,11 +29,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--part", choices=("privacy", "utility"), default="privacy",
                         help="privacy: the attacks (operating/); utility: the training runs (operating_utility.jsonl)")
     parser.add_argument("--status", action="store_true", help="print how many cells are done and stop")
+    parser.add_argument("--point", action="append", default=[], metavar="NAME",
+                        help='only this point ("init, B=4, FedSGD", or "gray28: init, B=4, FedSGD"; repeatable): '
+                             "workers on disjoint points can run side by side")
     parser.add_argument("--dataset", choices=("fashion-mnist", "cifar10"), default="fashion-mnist",
                         help="utility: the training set (cifar10 where you have it: operating_utility_cifar10.jsonl)")
     parser.add_argument("--data-root", default=None, help="utility: where the data set is (default: dlg_utils')")
     args = parser.parse_args(argv)
     study, path = (quick_study() if args.quick else Study()), Path(args.out) / "operating"
+    if args.point:
+        try:
+            study = study.only(args.point)
+        except ValueError as e:
+            parser.error(str(e))
     if args.status:
         print(study_progress(study, path).to_string(index=False))
         return

@@ -210,3 +210,14 @@ def test_lpips_joins_the_verdicts_in_the_cells_that_hold_it():
     assert "LPIPS < 0.2" in op.headline(table.reset_index().loc[lambda t: t["defense"] == "b"], "gray28",
                                         "init, B=1, FedSGD")
     assert "LPIPS" not in op.headline(table.reset_index(), "gray28", "init, B=1, FedSGD")
+
+
+def test_a_study_on_some_of_its_points():
+    study = Study()
+    both = study.only(["init, B=1, FedSGD"])  # the seeds' point in every domain
+    assert [(d, p.name) for d, p in both.grid] == [("gray28", "init, B=1, FedSGD"), ("photos32", "init, B=1, FedSGD")]
+    one = study.only(["photos32: init, B=1, FedSGD", "init, B=16, FedSGD"])
+    assert [(d, p.name) for d, p in one.grid] == [("photos32", "init, B=1, FedSGD"), ("gray28", "init, B=16, FedSGD")]
+    assert set(one.cells()) <= set(study.cells()) and one.domains == study.domains
+    with pytest.raises(ValueError, match="no point named"):
+        study.only(["init, B=3, FedSGD"])
