@@ -90,7 +90,10 @@ class Domain:
     states are checkpoints of one training run; other models and domains are attacked at their
     initialisation), the iterations of the Adam attackers (Inverting Gradients and the adaptive
     one) and whether that budget can carry a "protects" verdict (``saturated``: a measured
-    budget curve is flat there, :mod:`~dlg_utils.strength`, or it is the authors' 24,000)."""
+    budget curve is flat there, :mod:`~dlg_utils.strength`, or it is the authors' 24,000).
+    ``measured_at``: the (model state, B, E) where that curve was measured, the only points
+    where it carries the verdict (a batch or a trained model is a harder problem, whose budget
+    the curve says nothing of); None: every point (the authors' budget)."""
 
     dataset: str
     images: Sequence[int] = tuple(range(64))
@@ -98,6 +101,12 @@ class Domain:
     saturated: bool = True
     states: Sequence[str] = ("init", "middle", "trained")
     model: str = "lenet"
+    measured_at: tuple[str, int, int] | None = ("init", 1, 1)
+
+    def saturated_at(self, point: "Point") -> bool:
+        """Whether this domain's budget can carry a "protects" verdict at ``point``."""
+        return self.saturated and (self.measured_at is None
+                                   or (point.state, point.batch_size, point.local_steps) == self.measured_at)
 
 
 DOMAINS = {"gray28": Domain("fashion-mnist", iterations=1000, saturated=True),
@@ -167,9 +176,11 @@ def full_study() -> Study:
     defense at 1x28x28 and at 3x32x32, the 3x32x32 attacks at the authors' 24,000 iterations
     (so a "protects" can be read there), and torchvision's ResNet-18 at its initialisation
     beside LeNet at the seeds' point and at B = 4."""
-    domains = {**DOMAINS, "photos32": replace(DOMAINS["photos32"], iterations=24_000, saturated=True),
-               "gray28-resnet18": Domain("fashion-mnist", states=("init",), model="resnet18"),
-               "photos32-resnet18": Domain("photos32", iterations=24_000, states=("init",), model="resnet18")}
+    domains = {**DOMAINS, "photos32": replace(DOMAINS["photos32"], iterations=24_000, saturated=True, measured_at=None),
+               # no budget curve of ResNet-18 at 1x28x28: its "protects" is not read
+               "gray28-resnet18": Domain("fashion-mnist", states=("init",), model="resnet18", saturated=False),
+               "photos32-resnet18": Domain("photos32", iterations=24_000, states=("init",), model="resnet18",
+                                           measured_at=None)}
     every = lambda p: replace(p, defenses=ALL_DEFENSES) if not p.epsilon else p
     grid = [("gray28", every(p)) for p in POINTS] + [("photos32", every(p)) for p in POINTS if p.state == "init"]
     grid += [(d, Point("init", batch_size=B)) for d in ("gray28-resnet18", "photos32-resnet18") for B in (1, 4)]
@@ -281,19 +292,22 @@ def cell_table(rows: pd.DataFrame, study: Study | None = None, limit: float = LI
                chance: dict[tuple[str, str], float] | None = None) -> pd.DataFrame:
     """Per (domain, point, defense): images, and under each criterion the rows hold
     (:func:`~dlg_utils.stats.scored_criteria`) the share recovered, its exact 95% interval and the verdict
-    ("protects": upper bound <= ``limit`` with a saturated budget; "leaks": lower bound above
+    ("protects": upper bound <= ``limit`` with a budget saturated at that point,
+    :meth:`Domain.saturated_at`; "leaks": lower bound above
     ``limit`` and above the criterion's chance level in the domain, ``chance[(domain, criterion)]``
     (the ``low`` of :func:`baselines`), the share a guess made without the update meets; else "open";
     given ``chance``, a criterion it lacks for a domain is never "leaks": its chance level is unknown);
     whether the verdict depends on the criterion; the median SSIM; the attack that won most
     images; and the cost to breach (attack seconds per recovered image, SSIM)."""
     study = study or Study()
+    points = {(d, p.name): p for d, p in study.grid}
     floor = (lambda key: 0.0) if chance is None else (lambda key: chance.get(key, math.inf))
     best = best_per_image(rows)
     cost = rows.assign(_cost=trial_cost(rows)).groupby(["domain", "point", "defense"])["_cost"].sum()
     out = []
     for (domain, point, defense), g in best.groupby(["domain", "point", "defense"], sort=False):
-        saturated = study.domains[domain].saturated if domain in study.domains else False
+        saturated = domain in study.domains and (domain, point) in points and study.domains[domain].saturated_at(
+            points[(domain, point)])
         row = {"domain": domain, "point": point, "defense": defense, "images": len(g)}
         verdicts = []
         for name in scored_criteria(g):  # LPIPS only in cells scored where its weights were

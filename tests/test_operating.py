@@ -49,14 +49,14 @@ def test_cell_trials_batch_the_images_and_add_the_adaptive_attacker_where_it_kno
         cell_trials(study, "gray28", Point(batch_size=3), "none")
 
 
-def fake_rows(recovered: dict, images=64, cost=2.0, attack="ig", domain="gray28"):
+def fake_rows(recovered: dict, images=64, cost=2.0, attack="ig", domain="gray28", point="init, B=1, FedSGD"):
     """Rows of one attack per image: ``recovered[defense]`` images with SSIM 0.9 / PSNR 30 /
     MSE 1e-4, the rest with SSIM 0.1 / PSNR 10 / MSE 0.1."""
     out = []
     for defense, k in recovered.items():
         for i in range(images):
             good = i < k
-            out.append({"domain": domain, "point": "init, B=1, FedSGD", "defense": defense, "image": i, "seed": 0,
+            out.append({"domain": domain, "point": point, "defense": defense, "image": i, "seed": 0,
                         "attack": attack, "ssim": 0.9 if good else 0.1, "psnr": 30.0 if good else 10.0,
                         "mse": 1e-4 if good else 0.1, "seconds": 99.0, "cost_seconds": cost})
     return pd.DataFrame(out)
@@ -72,6 +72,13 @@ def test_cell_table_reads_verdicts_from_exact_intervals():
     # an unsaturated budget never protects
     unsat = cell_table(fake_rows({"a": 0}, domain="photos32")).set_index("defense")
     assert unsat.loc["a", "verdict"] == "open" and not DOMAINS["photos32"].saturated
+    # nor does a budget measured at one image on the untrained model protect a batch or a trained model
+    for point in ("init, B=16, FedSGD", "init, B=4, E=5", "trained, B=1, FedSGD"):
+        assert cell_table(fake_rows({"a": 0}, point=point)).loc[0, "verdict"] == "open", point
+    assert cell_table(fake_rows({"a": 0}, point="init, B=1, FedSGD, DP eps=8")).loc[0, "verdict"] == "protects"
+    assert DOMAINS["gray28"].saturated_at(Point()) and not DOMAINS["gray28"].saturated_at(Point(batch_size=4))
+    gpu = full_study().domains
+    assert gpu["photos32"].saturated_at(Point(batch_size=16)) and not gpu["gray28-resnet18"].saturated_at(Point())
     # a rate above the limit but not above the criterion's chance level (a guess without the
     # update meets 30% of the images) shows no leakage: open, not leaks
     chance = {("gray28", "ssim"): 0.30}
