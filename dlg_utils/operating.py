@@ -157,6 +157,16 @@ class Study:
             raise ValueError(f"no point named {unknown} in the study; its points: {[label for *_, label in labels]}")
         return replace(self, grid=tuple((d, p) for d, p, label in labels if p.name in names or label in names))
 
+    def point(self, domain: str, name: str) -> Point | None:
+        """``domain``'s point named ``name`` (as rows store it), None where the study has none."""
+        return next((p for d, p in self.grid if d == domain and p.name == name), None)
+
+    def saturated_at(self, domain: str, name: str) -> bool:
+        """Whether a "protects" verdict can be read at ``domain``'s point ``name``
+        (:meth:`Domain.saturated_at`)."""
+        point = self.point(domain, name)
+        return point is not None and domain in self.domains and self.domains[domain].saturated_at(point)
+
     def utility_points(self) -> list[Point]:
         """The points whose training setting is measured: those of the Fashion-MNIST LeNet."""
         return [p for d, p in self.grid if self.domains[d].dataset == "fashion-mnist" and self.domains[d].model == "lenet"]
@@ -293,21 +303,19 @@ def cell_table(rows: pd.DataFrame, study: Study | None = None, limit: float = LI
     """Per (domain, point, defense): images, and under each criterion the rows hold
     (:func:`~dlg_utils.stats.scored_criteria`) the share recovered, its exact 95% interval and the verdict
     ("protects": upper bound <= ``limit`` with a budget saturated at that point,
-    :meth:`Domain.saturated_at`; "leaks": lower bound above
+    :meth:`Study.saturated_at`; "leaks": lower bound above
     ``limit`` and above the criterion's chance level in the domain, ``chance[(domain, criterion)]``
     (the ``low`` of :func:`baselines`), the share a guess made without the update meets; else "open";
     given ``chance``, a criterion it lacks for a domain is never "leaks": its chance level is unknown);
     whether the verdict depends on the criterion; the median SSIM; the attack that won most
     images; and the cost to breach (attack seconds per recovered image, SSIM)."""
     study = study or Study()
-    points = {(d, p.name): p for d, p in study.grid}
     floor = (lambda key: 0.0) if chance is None else (lambda key: chance.get(key, math.inf))
     best = best_per_image(rows)
     cost = rows.assign(_cost=trial_cost(rows)).groupby(["domain", "point", "defense"])["_cost"].sum()
     out = []
     for (domain, point, defense), g in best.groupby(["domain", "point", "defense"], sort=False):
-        saturated = domain in study.domains and (domain, point) in points and study.domains[domain].saturated_at(
-            points[(domain, point)])
+        saturated = study.saturated_at(domain, point)
         row = {"domain": domain, "point": point, "defense": defense, "images": len(g)}
         verdicts = []
         for name in scored_criteria(g):  # LPIPS only in cells scored where its weights were

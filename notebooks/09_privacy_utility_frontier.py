@@ -72,7 +72,6 @@ from dlg_utils.storage import load_rows
 
 QUICK = quick_mode()  # DLG_QUICK=1 (or CI): a minute-scale run in a temporary folder
 STUDY = op.quick_study() if QUICK else op.Study()
-POINT_OF = {(d, p.name): p for d, p in STUDY.grid}
 OUT = results_folder(QUICK)  # results/, or a temporary folder in quick mode
 if QUICK:  # the full study runs in slices (scripts/operating.py); quick mode runs its small grid here
     from dlg_utils.fedsim import FedRun
@@ -135,7 +134,7 @@ for name in SCORED:
     protects = cells[f"{name} verdict"] == "protects"
     assert (cells.loc[protects, f"{name} high"] <= op.LIMIT).all(), "a protecting cell above the limit"
     assert (cells.loc[cells[f"{name} verdict"] == "leaks", f"{name} low"] > op.LIMIT).all()
-    saturated = [STUDY.domains[d].saturated_at(POINT_OF[(d, p)]) for d, p in zip(cells["domain"], cells["point"])]
+    saturated = [STUDY.saturated_at(d, p) for d, p in zip(cells["domain"], cells["point"])]
     assert not (protects & ~pd.Series(saturated, index=cells.index)).any(), \
         "a 'protects' verdict read under a budget not saturated at its point"
 assert (cells["images"] == cells["domain"].map(lambda d: len(STUDY.domains[d].images))).all(), "a cell lacks images"
@@ -378,7 +377,7 @@ display(Markdown(
     f"{'is' if (table['verdict'] == 'open').sum() == 1 else 'are'} open. Protecting under SSIM (the strictest reading of privacy: nothing recognisable): {listing(protect_ssim)}. "
     f"Of these, free in accuracy (corrected interval within one point): {listing(protect_ssim[protect_ssim['holds']])}. "
     f"This covers {done} of {planned} cells of the grid; the figures and verdicts above are of the finished cells only."))
-no_dp = np.array([not POINT_OF[(d, p)].epsilon for d, p in zip(table["domain"], table["point"])], dtype=bool)
+no_dp = np.array([not STUDY.point(d, p).epsilon for d, p in zip(table["domain"], table["point"])], dtype=bool)
 blind = table[no_dp & (table["defense"] == "none") & (table["ssim high"] <= op.LIMIT)]  # even the raw update resists
 if len(blind):
     display(Markdown(
