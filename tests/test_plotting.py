@@ -1,3 +1,4 @@
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -44,6 +45,8 @@ def assert_readable(fig):
     """A title; every data panel labels both axes; a legend has a title and no entry whose line
     is hidden by an identical one (same data, drawn on the same panel)."""
     import matplotlib.lines as mlines
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
     assert fig._suptitle is not None or any(ax.get_title() for ax in fig.axes), "no title"
     for legend in fig.legends:
         assert legend.get_title().get_text() and all(t.get_text() for t in legend.get_texts())
@@ -53,8 +56,13 @@ def assert_readable(fig):
             continue
         if ax.images:  # an image cell: a grid labels its rows and columns instead
             continue
-        if ax.lines or ax.collections:
-            assert ax.get_xlabel() and ax.get_ylabel(), f"unlabelled axes in {ax.get_title()!r}"
+        if ax.lines or ax.collections:  # an axis shared with a labelled neighbour is labelled once
+            ylabel = ax.get_ylabel() or any(a.get_ylabel() for a in ax.get_shared_y_axes().get_siblings(ax))
+            assert ax.get_xlabel() and ylabel, f"unlabelled axes in {ax.get_title()!r}"
+        for labels in (ax.get_xticklabels(), ax.get_yticklabels()):
+            ticks = [t.get_window_extent(renderer) for t in labels  # a rotated label's box is wider than its text
+                     if t.get_text() and t.get_visible() and t.get_rotation() % 180 in (0, 90)]
+            assert not any(a.overlaps(b) for i, a in enumerate(ticks) for b in ticks[i + 1:]), "tick labels overlap"
         legend = ax.get_legend()
         if legend is None:
             continue
@@ -87,6 +95,45 @@ def test_every_figure_function_labels_what_it_shows():
     figures.append(best_reconstructions({"none": [torch.rand(1, 8, 8)] * 2}, [torch.rand(1, 8, 8)] * 2,
                                         {"none": ["ig 0.9", "ig 0.8"]}, title="t"))
     for fig in figures:
+        assert_readable(fig)
+
+
+def operating_table(defenses: int = 20) -> pd.DataFrame:
+    """A made-up notebook-9 frontier table: two points, one with ``defenses`` rows."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for point, n in (("init, B=1, FedSGD", defenses), ("init, B=1, FedSGD, DP eps=8", 1)):
+        for k in range(n):
+            v, d = rng.uniform(0, 1), rng.normal(0, 0.02)
+            rows.append({"domain": "gray28", "point": point, "defense": "none" if k == 0 else f"uniform:{k + 1}",
+                         "images": 64, "seeds": 3, "holds": k == 2, "drop": 0.0 if k == 0 else d,
+                         "drop low": d - 0.01, "drop high": d + 0.01, "adjusted low": d - 0.5, "adjusted high": d + 0.5,
+                         **{f"{c} {s}": v + o for c in ("ssim", "psnr", "mse")
+                            for s, o in (("recovered", 0), ("low", -0.05), ("high", 0.05))}})
+    return pd.DataFrame(rows)
+
+
+def test_operating_figures_read_on_their_own():
+    from dlg_utils.plotting import operating_frontier_plot, operating_plot
+    table = operating_table()
+    frontier = operating_frontier_plot(table, title="t")
+    assert_readable(frontier)
+    assert_readable(operating_plot(table, criteria=["ssim", "psnr", "mse"], title="t"))
+    names = {t.get_text() for ax in frontier.axes for t in ax.get_yticklabels()}
+    assert set(table["defense"].replace("none", "DP eps=8")) <= names | {"none"}, "a defense without its row"
+    held = [t for ax in frontier.axes for t in ax.get_yticklabels() if t.get_text() == "uniform:3"]
+    assert held and held[0].get_fontweight() == "bold", "a defense that holds is not marked"
+    with pytest.raises(ValueError, match="no cell"):
+        operating_frontier_plot(table.iloc[:0], title="t")
+
+
+def test_the_readability_check_catches_overlapping_labels():
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(3, 1))
+    ax.plot(range(30), range(30))
+    ax.set(xlabel="x", ylabel="y", title="t")
+    ax.set_yticks(range(30), [f"defense {k}" for k in range(30)])
+    with pytest.raises(AssertionError, match="overlap"):
         assert_readable(fig)
 
 
