@@ -81,7 +81,8 @@ if QUICK:  # the full study runs in slices (scripts/operating.py); quick mode ru
 rows = op.complete_cells(op.load_study(OUT / "operating"), STUDY)  # finished cells only
 runs = pd.DataFrame(load_rows(OUT / "operating_utility.jsonl"))
 coverage = op.study_progress(STUDY, OUT / "operating")
-planned_runs = len(op.utility_trials(STUDY, (0, 1, 2)))
+planned_runs = {(t["setting"], t["defense"], t["seed"]) for t in op.utility_trials(STUDY, (0, 1, 2))}
+stored_runs = {(r["setting"], r["defense"], r["seed"]) for _, r in runs.iterrows()} if len(runs) else set()
 print("quick mode:", QUICK, "| results in", OUT)
 coverage
 
@@ -89,8 +90,10 @@ coverage
 done, planned = int(coverage["done"].sum()), int(coverage["cells"].sum())
 display(Markdown(
     f"**Coverage.** {done} of {planned} privacy cells (each: one defense at one point, all its images and "
-    f"attacks) and {len(runs)} of {planned_runs} training runs are stored. Points with no finished cell are not "
-    "shown below; a point's panel shows only its finished cells."))
+    f"attacks) and {len(stored_runs & planned_runs)} of {len(planned_runs)} training runs are stored"
+    + (f" (and {len(stored_runs - planned_runs)} of defenses trained in a setting but not attacked there, shown in "
+       "the utility table only)" if stored_runs - planned_runs else "")
+    + ". Points with no finished cell are not shown below; a point's panel shows only its finished cells."))
 
 # %% [markdown]
 # ## The grid
