@@ -122,10 +122,7 @@ POINTS = (Point("init"),
           Point("trained"), Point("init", batch_size=4),
           Point("middle", defenses=(*PAPER_STRENGTH, *RELATIVE_NOISE)),
           Point("init", batch_size=16, defenses=PAPER_STRENGTH),
-          # E = 5: undefended, 8 of 64 images recovered (SSIM), and no budget curve there, so a defended cell
-          # can only be "open" (or leak more than the raw update); at 5 CPU-hours a cell, only the seeds'
-          # two quantizers ran; the GPU grid (full_study) runs every defense here
-          Point("init", batch_size=4, local_steps=5, defenses=("none", "uniform:16", "stochastic:16")))
+          Point("init", batch_size=4, local_steps=5, defenses=PAPER_STRENGTH))
 PHOTO_POINTS = (Point("init", defenses=(*PAPER_STRENGTH, *RELATIVE_NOISE)),)
 # the order the cells run in: the seeds' point at 1x28x28; DP-SGD at epsilon 8 and 1 (one cell
 # each); the seeds' point at 3x32x32 (the seeds' claims are about 3x32x32 images there, 11-25
