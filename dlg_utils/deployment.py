@@ -17,7 +17,7 @@ from .cases import Case
 from .config import CHECKPOINTS_DIR
 from .experiments import AttackTrial, Execution, RowOptions, attack_sweep, per_image, trial_cost
 from .frontier import best_of_attacks
-from .stats import clopper_pearson, recovered, scored_criteria
+from .stats import clopper_pearson, recovered_images, scored_criteria
 from .training import load_checkpoint
 
 # the model states: checkpoints of one training run of DLG's LeNet on Fashion-MNIST (notebook 4:
@@ -107,27 +107,23 @@ def run_study(study: Study, data, path: str | Path | None, models: dict[str, nn.
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-def best_per_image(rows: pd.DataFrame) -> pd.DataFrame:
-    """One row per (model state, B, E, image): the attack with the highest SSIM on that image
-    (``best_attack``), from :func:`~dlg_utils.experiments.per_image`."""
-    return best_of_attacks(per_image(rows), keys=("model", "batch_size", "local_steps", "image"))
-
-
 def cell_summary(rows: pd.DataFrame) -> pd.DataFrame:
     """Per (model state, B, E): images, the attacks run, the share of images recovered by
     their best attack under each criterion the rows hold (:func:`~dlg_utils.stats.scored_criteria`) with its exact
     95% interval over images, the labels found (DLG's count) and the attacks' CPU seconds per
     image (all attacks together; :func:`~dlg_utils.experiments.trial_cost`: for rows stored
     before per-trial costs, the batch's wall time, an upper bound)."""
-    images = best_per_image(rows)
+    attempts = per_image(rows)
+    images = best_of_attacks(attempts, keys=("model", "batch_size", "local_steps", "image"))
     criteria = scored_criteria(images)
     out = []
     for (state, B, E), g in images.groupby(["model", "batch_size", "local_steps"], sort=True):
         trials = rows[(rows["model"] == state) & (rows["batch_size"] == B) & (rows["local_steps"] == E)]
+        tried = attempts[(attempts["model"] == state) & (attempts["batch_size"] == B) & (attempts["local_steps"] == E)]
         row = {"model": state, "B": int(B), "E": int(E), "images": len(g),
                "attacks": "+".join(sorted(trials["attack"].unique()))}
         for name in criteria:
-            k = int(recovered(g, name).sum())
+            k = int(recovered_images(tried, name).sum())
             lo, hi = clopper_pearson(k, len(g))
             row[f"{name} recovered"] = k / len(g)
             row[f"{name} 95% CI"] = f"[{lo:.0%}, {hi:.0%}]"

@@ -136,10 +136,12 @@ def paired_drops(acc: pd.DataFrame, by: list[str], baseline: str = "none", level
     seed with its t-interval at ``level`` and at the Bonferroni level of the group's family
     (every defense of the group compared with the baseline), the Holm-adjusted p-value of
     "no drop", and the verdict "free" (adjusted upper bound <= ``limit``), "costs" (adjusted
-    lower bound > ``limit``) or "open". ``acc``: columns ``by``, defense, seed, accuracy."""
+    lower bound > ``limit``) or "open", with the seeds an open verdict would need at the drop's
+    observed mean and spread (:func:`~dlg_utils.stats.samples_to_settle`). ``acc``: columns
+    ``by``, defense, seed, accuracy."""
     from scipy.stats import ttest_1samp
 
-    from .stats import holm, t_interval
+    from .stats import holm, samples_to_settle, t_interval
     out = []
     for key, g in acc.groupby(by, sort=False):
         base = g[g["defense"] == baseline].set_index("seed")["accuracy"]
@@ -153,9 +155,12 @@ def paired_drops(acc: pd.DataFrame, by: list[str], baseline: str = "none", level
             mean, lo, hi = t_interval(drop, level)
             _, alo, ahi = t_interval(drop, 1 - (1 - level) / family)
             p = float(ttest_1samp(drop, 0).pvalue) if len(drop) > 1 and drop.std() > 0 else float("nan")
+            _, acc_lo, acc_hi = t_interval(mine.to_numpy(), level)
             rows.append({**dict(zip(by, key if isinstance(key, tuple) else (key,))), "defense": defense,
-                         "seeds": len(mine), "accuracy": float(mine.mean()), "drop": mean, "drop low": lo,
-                         "drop high": hi, "adjusted low": alo, "adjusted high": ahi, "p": p})
+                         "seeds": len(mine), "accuracy": float(mine.mean()), "accuracy low": acc_lo,
+                         "accuracy high": acc_hi, "drop": mean, "drop low": lo, "drop high": hi,
+                         "adjusted low": alo, "adjusted high": ahi, "p": p,
+                         "seeds to settle": samples_to_settle(drop, limit, 1 - (1 - level) / family)})
         tested = [r for r in rows if r["defense"] != baseline and not np.isnan(r["p"])]
         for r, q in zip(tested, holm([r["p"] for r in tested])):
             r["p holm"] = q

@@ -172,7 +172,10 @@ PILOT_CANDIDATES = {
 }
 
 
-def pilot_trials(setup: Setup, model: str, images: Sequence[int] = (0, 4, 8, 12)) -> list[AttackTrial]:
+PILOT_IMAGES = (0, 4, 8, 12)  # the embedded samples the pilot that chose ADAPTIVE attacked
+
+
+def pilot_trials(setup: Setup, model: str, images: Sequence[int] = PILOT_IMAGES) -> list[AttackTrial]:
     """Every candidate of :data:`PILOT_CANDIDATES` against every :data:`PILOT_DEFENSES` on
     ``images`` (dummy seed 0); Adam candidates run as long as IG, the L-BFGS one as iDLG."""
     its = lambda a: attack_iterations(setup, "ig" if PILOT_CANDIDATES[a].optimizer == "adam" else "idlg")
@@ -185,7 +188,7 @@ def pilot_rows() -> RowOptions:
     return RowOptions(keep_history=False)
 
 
-def run_pilot(setup: Setup, dataset, path: str | Path | None, images: Sequence[int] = (0, 4, 8, 12),
+def run_pilot(setup: Setup, dataset, path: str | Path | None, images: Sequence[int] = PILOT_IMAGES,
               progress: bool | None = None) -> pd.DataFrame:
     """The study behind :data:`~dlg_utils.attacks.ADAPTIVE` (:func:`pilot_trials`)."""
     frames = [run_attacks(pilot_trials(setup, name, images), {name: attacked_model(setup, name, dataset)},

@@ -34,7 +34,7 @@ from .config import CHECKPOINTS_DIR
 from .experiments import AttackTrial, Execution, RowOptions, attack_sweep, per_image, trial_cost
 from .fedsim import FedRun
 from .frontier import DEFENSES, MODELS, PAPER_STRENGTH, best_of_attacks
-from .stats import CRITERIA, clopper_pearson, recovered, scored_criteria
+from .stats import CRITERIA, clopper_pearson, recovered, recovered_images, scored_criteria
 from .storage import canonical, compact, load_rows
 from .training import load_checkpoint
 
@@ -109,7 +109,12 @@ class Domain:
                                    or (point.state, point.batch_size, point.local_steps) == self.measured_at)
 
 
-DOMAINS = {"gray28": Domain("fashion-mnist", iterations=1000, saturated=True),
+# The scored Fashion-MNIST test images: the first 64, less 19 and 27, which are embedded samples 12
+# and 13, seen by the pilots that chose the attacker and its budget (frontier.PILOT_IMAGES:
+# samples 0, 4, 8, 12; strength.PILOT_IMAGES: 1, 5, 9, 13). Test images 64 and 65 take their
+# places, so that every batch without them stays as it was.
+GRAY28_IMAGES = tuple({19: 64, 27: 65}.get(i, i) for i in range(64))
+DOMAINS = {"gray28": Domain("fashion-mnist", images=GRAY28_IMAGES, iterations=1000, saturated=True),
            # no colour training set here: only the untrained model (CIFAR would give trained states);
            # the budget curve still rises at 24,000 at 3x32x32: 4,000 carries no "protects"
            "photos32": Domain("photos32", iterations=4000, saturated=False, states=("init",))}
@@ -279,11 +284,6 @@ def run_study(study: Study, folder: str | Path | None, over: Callable[[], bool] 
 
 # --- what the rows say ------------------------------------------------------------------------
 
-def best_per_image(rows: pd.DataFrame) -> pd.DataFrame:
-    """One row per (domain, point, defense, image): its best attack (highest SSIM after matching)."""
-    return best_of_attacks(per_image(rows), keys=("domain", "point", "defense", "image"))
-
-
 def complete_cells(rows: pd.DataFrame, study: Study) -> pd.DataFrame:
     """The rows of the cells of ``study`` whose every trial is stored (a cell still running
     would otherwise be judged on some of its images or attacks)."""
@@ -293,7 +293,9 @@ def complete_cells(rows: pd.DataFrame, study: Study) -> pd.DataFrame:
     keep = []
     for (domain, point, defense), g in rows.groupby(["domain", "point", "defense"], sort=False):
         if (domain, point) in points and defense in points[(domain, point)].defenses:
-            expected = cell_trials(study, domain, points[(domain, point)], defense)
+            expected = {(t.image, t.attack, t.seed) for t in cell_trials(study, domain, points[(domain, point)], defense)}
+            g = g[[(tuple(i) if isinstance(i, list) else int(i), a, int(s)) in expected  # a row of an image no
+                   for i, a, s in zip(g["image"], g["attack"], g["seed"])]]             # longer scored stays out
             keep.append(g if len(g) == len(expected) else g.iloc[:0])
     return pd.concat(keep) if keep else rows.iloc[:0]
 
@@ -301,7 +303,8 @@ def complete_cells(rows: pd.DataFrame, study: Study) -> pd.DataFrame:
 def cell_table(rows: pd.DataFrame, study: Study | None = None, limit: float = LIMIT,
                chance: dict[tuple[str, str], float] | None = None) -> pd.DataFrame:
     """Per (domain, point, defense): images, and under each criterion the rows hold
-    (:func:`~dlg_utils.stats.scored_criteria`) the share recovered, its exact 95% interval and the verdict
+    (:func:`~dlg_utils.stats.scored_criteria`) the share recovered (an image is recovered when its
+    best attack under that criterion meets it), its exact 95% interval and the verdict
     ("protects": upper bound <= ``limit`` with a budget saturated at that point,
     :meth:`Study.saturated_at`; "leaks": lower bound above
     ``limit`` and above the criterion's chance level in the domain, ``chance[(domain, criterion)]``
@@ -311,21 +314,24 @@ def cell_table(rows: pd.DataFrame, study: Study | None = None, limit: float = LI
     images; and the cost to breach (attack seconds per recovered image, SSIM)."""
     study = study or Study()
     floor = (lambda key: 0.0) if chance is None else (lambda key: chance.get(key, math.inf))
-    best = best_per_image(rows)
+    images = per_image(rows)
+    best = best_of_attacks(images, keys=("domain", "point", "defense", "image"))
     cost = rows.assign(_cost=trial_cost(rows)).groupby(["domain", "point", "defense"])["_cost"].sum()
+    tried = {key: g for key, g in images.groupby(["domain", "point", "defense"], sort=False)}
     out = []
     for (domain, point, defense), g in best.groupby(["domain", "point", "defense"], sort=False):
         saturated = study.saturated_at(domain, point)
+        every = tried[(domain, point, defense)]  # each image's every attack: its best under each criterion
         row = {"domain": domain, "point": point, "defense": defense, "images": len(g)}
         verdicts = []
         for name in scored_criteria(g):  # LPIPS only in cells scored where its weights were
-            k = int(recovered(g, name).sum())
+            k = int(recovered_images(every, name).sum())
             lo, hi = clopper_pearson(k, len(g))
             v = ("protects" if hi <= limit and saturated else
                  "leaks" if lo > max(limit, floor((domain, name))) else "open")
             row |= {f"{name} recovered": k / len(g), f"{name} low": lo, f"{name} high": hi, f"{name} verdict": v}
             verdicts.append(v)
-        k_ssim = int(recovered(g, "ssim").sum())
+        k_ssim = int(recovered(g, "ssim").sum())  # the best attack is the best by SSIM
         row |= {"verdict": verdicts[0] if len(set(verdicts)) == 1 else "depends on the criterion",
                 "median ssim": float(g["ssim"].median()), "strongest attack": g["best_attack"].value_counts().idxmax(),
                 "attack seconds": float(cost[(domain, point, defense)]),

@@ -290,10 +290,13 @@ def budget_plot(table: pd.DataFrame, title: str, path: str | Path | None = None)
 
 
 def operating_plot(table: pd.DataFrame, title: str, limit: float = 0.10, columns: int = 3,
-                   criteria: Sequence[str] = ("ssim", "psnr", "mse"), path: str | Path | None = None) -> plt.Figure:
+                   criteria: Sequence[str] = ("ssim", "psnr", "mse"), unsaturated: Sequence[tuple[str, str]] = (),
+                   path: str | Path | None = None) -> plt.Figure:
     """Share of images recovered per defense with its exact 95% interval, one marker per
     criterion side by side, one panel per (domain, point) of
-    :func:`~dlg_utils.operating.cell_table`; the dashed line is the protection limit."""
+    :func:`~dlg_utils.operating.cell_table`; the dashed line is the protection limit. The
+    panels of ``unsaturated`` (domain, point) say in their titles that their budget carries no
+    "protects": a rate under the line there is not protection."""
     from . import operating as op
     from .stats import CRITERIA
     panels = list(dict.fromkeys(zip(table["domain"], table["point"])))
@@ -313,13 +316,17 @@ def operating_plot(table: pd.DataFrame, title: str, limit: float = 0.10, columns
         ax.set_xticks(x, [op.defense_label(point, d) for d in g["defense"]], rotation=60, ha="right", fontsize=7)
         ax.set_xlim(-0.6, max(len(g), 8) - 0.4)  # a point with few finished cells keeps the spacing
         ax.set_ylim(-0.04, 1.04)
-        ax.set_title(f"{domain}: {point} ({int(g['images'].max())} images)", fontsize=9)
+        ax.set_title(f"{domain}: {point} ({int(g['images'].max())} images)"
+                     + ("\nbudget not saturated here: under the line is open, not protected"
+                        if (domain, point) in set(unsaturated) else ""), fontsize=9)
         ax.set_ylabel("images recovered")
         ax.set_xlabel("defense", fontsize=8)
     for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
     handles, labels = axes[0][0].get_legend_handles_labels()  # under the panels: no marker hidden
-    fig.legend(handles, labels, loc="lower center", ncol=len(criteria), fontsize=8, frameon=False,
+    handles.append(matplotlib.lines.Line2D([], [], ls="--", lw=0.8, color="0.3"))
+    labels.append(f"limit {limit:.0%}")
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8, frameon=False,
                title="an image is recovered when", title_fontsize=8)
     fig.suptitle(title, fontsize=10, wrap=True)
     fig.tight_layout(rect=(0, 0.06 / rows_, 1, 1))

@@ -80,6 +80,13 @@ def recovered(rows_or_values, criterion: str = "ssim", threshold: float | None =
     return c(rows_or_values, threshold)
 
 
+def recovered_images(attempts: pd.DataFrame, criterion: str = "ssim") -> pd.Series:
+    """Per image (the ``image`` column; one row per attack or dummy seed on it), whether its best
+    attempt under ``criterion`` meets it: what a recovery rate counts (the best attempt by SSIM
+    can miss a closer copy that another attack made)."""
+    return recovered(attempts, criterion).groupby(attempts["image"].to_numpy()).any()
+
+
 def converged(grad_distance, threshold: float = GRAD_THRESHOLD):
     """Seed 002's convergence criterion: the gradient distance fell below ``threshold`` (a
     float, array or Series)."""
@@ -125,6 +132,21 @@ def t_interval(values, level: float = 0.95) -> tuple[float, float, float]:
     from scipy.stats import t  # scipy takes a second to import: only where it is used
     half = t.ppf(0.5 + level / 2, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values))
     return mean, mean - half, mean + half
+
+
+def samples_to_settle(values, bound: float, level: float = 0.95, most: int = 1000) -> float:
+    """How many values a ``level`` t-interval of their mean would need to end clear of
+    ``bound`` (all below it, or all above), were the mean and spread those of ``values``: the
+    size of the run that would settle an "open" verdict. nan with fewer than two values or no
+    spread, inf beyond ``most``."""
+    values = np.asarray(values, float)
+    if len(values) < 2 or values.std(ddof=1) == 0:
+        return float("nan")
+    from scipy.stats import t
+    gap, sd = abs(bound - values.mean()), values.std(ddof=1)
+    n = next((n for n in range(max(len(values), 2), most + 1)
+              if t.ppf(0.5 + level / 2, n - 1) * sd / np.sqrt(n) < gap), None)
+    return float(n) if n is not None else float("inf")
 
 
 def clopper_pearson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:

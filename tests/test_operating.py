@@ -107,6 +107,38 @@ def test_only_finished_cells_are_judged():
     part = fake_rows({"uniform:16": 2}, images=2, attack="idlg")  # uniform:16: its IG and adaptive still to run
     kept = op.complete_cells(pd.concat([full, part]), study)
     assert set(kept["defense"]) == {"none"} and len(kept) == 4
+    stale = fake_rows({"none": 1}, images=1, attack="ig").assign(image=7)  # an image the study no longer scores
+    kept = op.complete_cells(pd.concat([full, part, stale]), study)
+    assert set(kept["defense"]) == {"none"} and len(kept) == 4 and 7 not in set(kept["image"])
+
+
+def test_each_criterion_reads_each_images_best_attack_under_it():
+    """IG wins on SSIM, DLG makes the closer copy: the image counts under PSNR and MSE too."""
+    ig = fake_rows({"none": 0}, images=1, attack="ig").assign(ssim=0.9, psnr=20.0, mse=1e-2)
+    dlg = fake_rows({"none": 0}, images=1, attack="idlg").assign(ssim=0.6, psnr=40.0, mse=1e-4)
+    row = cell_table(pd.concat([ig, dlg])).iloc[0]
+    assert row["ssim recovered"] == row["psnr recovered"] == row["mse recovered"] == 1.0
+    assert row["strongest attack"] == "ig" and row["median ssim"] == 0.9
+
+
+def test_no_scored_image_is_one_a_pilot_saw():
+    """The attacker and its budget were chosen on embedded samples: none may be scored."""
+    from dlg_utils.data import SampleImages
+    from dlg_utils.frontier import PILOT_IMAGES as ATTACKER_PILOT
+    from dlg_utils.strength import PILOT_IMAGES as BUDGET_PILOT
+    samples = SampleImages()
+    study = Study()
+    for domain in ("gray28", "photos32"):
+        data = op.domain_data(domain, study)
+        scored = torch.stack([data[i][0] for i in study.domains[domain].images])
+        size = scored.shape[-1]
+        for k in (*ATTACKER_PILOT, *BUDGET_PILOT):
+            pilot = samples[k][0]
+            if size == 28:  # the embedded samples are 32x32 with the garment padded by 2 pixels
+                pilot = pilot[:1, 2:30, 2:30]
+            gap = (scored - pilot.expand_as(scored[0])).abs().flatten(1).max(1).values.min()
+            assert gap > 0.05, f"embedded sample {k} is scored in {domain}"
+    assert len(set(study.domains["gray28"].images)) == 64
 
 
 def test_trial_cost_prefers_the_trials_share():

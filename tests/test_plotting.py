@@ -118,7 +118,12 @@ def test_operating_figures_read_on_their_own():
     table = operating_table()
     frontier = operating_frontier_plot(table, title="t")
     assert_readable(frontier)
-    assert_readable(operating_plot(table, criteria=["ssim", "psnr", "mse"], title="t"))
+    privacy = operating_plot(table, criteria=["ssim", "psnr", "mse"], title="t",
+                             unsaturated=[("gray28", "init, B=1, FedSGD, DP eps=8")])
+    assert_readable(privacy)
+    titles = [ax.get_title() for ax in privacy.axes if ax.get_title()]
+    assert ["not protected" in t for t in titles] == [False, True], titles
+    assert "limit 10%" in [t.get_text() for t in privacy.legends[0].get_texts()]
     names = {t.get_text() for ax in frontier.axes for t in ax.get_yticklabels()}
     assert set(table["defense"].replace("none", "DP eps=8")) <= names | {"none"}, "a defense without its row"
     held = [t for ax in frontier.axes for t in ax.get_yticklabels() if t.get_text() == "uniform:3"]

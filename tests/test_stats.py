@@ -111,3 +111,18 @@ def test_lpips_is_judged_only_where_every_scored_row_holds_it():
     assert recovered(scored, "lpips").tolist() == [True, False, False] and CRITERIA["lpips"].describe() == "LPIPS < 0.2"
     mixed = rows.assign(lpips=[0.1, np.nan, np.nan])  # a row scored on a machine without LPIPS's weights
     assert scored_criteria(mixed) == ["ssim", "psnr", "mse"]
+
+
+def test_samples_to_settle_is_the_first_size_whose_interval_clears_the_bound():
+    from dlg_utils.stats import samples_to_settle, t_interval
+    values = np.array([-1.0, 0.0, 1.0])  # mean 0, sd 1
+
+    def high(n: int) -> float:  # the upper end for n values of the same mean and spread
+        x = np.linspace(-1, 1, n)
+        return t_interval(x / x.std(ddof=1))[2]
+
+    n = int(samples_to_settle(values, 1.0))
+    assert high(n) < 1.0 <= high(n - 1)
+    assert samples_to_settle(values + 2.0, 1.0) == n  # above the bound: as far, as many
+    assert np.isnan(samples_to_settle([0.5, 0.5], 1.0)) and np.isnan(samples_to_settle([0.5], 1.0))
+    assert samples_to_settle(values, 0.0) == float("inf")  # the mean on the bound never settles
