@@ -136,15 +136,28 @@ GRID = (("gray28", POINTS[0]), *(("gray28", p) for p in POINTS[1:3]), *(("photos
         *(("gray28", p) for p in POINTS[3:]))
 
 
+# Where a cell protects at a point whose budget is saturated, its accuracy cost decides whether it
+# holds: more training seeds there. With 3, gaussian-rel:1's Bonferroni drop interval is about
+# +-11 points; at the spread measured about 11 seeds settle it (notebook 9). Seed-major, so that
+# a run cut short leaves every defense paired with the baseline on the same seeds.
+MORE_SEEDS = {"B=1, FedSGD": (("none", "gaussian-rel:1", "gaussian:0.1"), tuple(range(3, 12)))}
+
+
 @dataclass(frozen=True)
 class Study:
     """Which cells run, in order: every (domain, point) of ``grid``, the papers' strengths
-    first within a point."""
+    first within a point; ``more_seeds``: setting -> (defenses, seeds) trained beyond the
+    usual seeds (None: :data:`MORE_SEEDS` for the project's grid, none for another grid)."""
 
     grid: Sequence[tuple[str, Point]] = GRID
     domains: dict = field(default_factory=lambda: dict(DOMAINS))
     dlg_iterations: int = DLG_ITERATIONS
     seed: int = 0
+    more_seeds: dict | None = None
+
+    def extra_seeds(self) -> dict:
+        """The training runs beyond the usual seeds: setting -> (defenses, seeds)."""
+        return self.more_seeds if self.more_seeds is not None else dict(MORE_SEEDS) if self.grid == GRID else {}
 
     def cells(self) -> list[tuple[str, Point, str]]:
         """(domain, point, defense) of every cell, in the order they run."""
@@ -160,7 +173,8 @@ class Study:
         unknown = [n for n in names if not any(n in (p.name, label) for _, p, label in labels)]
         if unknown:
             raise ValueError(f"no point named {unknown} in the study; its points: {[label for *_, label in labels]}")
-        return replace(self, grid=tuple((d, p) for d, p, label in labels if p.name in names or label in names))
+        return replace(self, grid=tuple((d, p) for d, p, label in labels if p.name in names or label in names),
+                       more_seeds=self.extra_seeds())
 
     def point(self, domain: str, name: str) -> Point | None:
         """``domain``'s point named ``name`` (as rows store it), None where the study has none."""
@@ -199,7 +213,7 @@ def full_study() -> Study:
     every = lambda p: replace(p, defenses=ALL_DEFENSES) if not p.epsilon else p
     grid = [("gray28", every(p)) for p in POINTS] + [("photos32", every(p)) for p in POINTS if p.state == "init"]
     grid += [(d, Point("init", batch_size=B)) for d in ("gray28-resnet18", "photos32-resnet18") for B in (1, 4)]
-    return Study(grid=tuple(grid), domains=domains)
+    return Study(grid=tuple(grid), domains=domains, more_seeds=MORE_SEEDS)
 
 
 def cell_trials(study: Study, domain: str, point: Point, defense: str) -> list[AttackTrial]:
@@ -486,7 +500,8 @@ def utility_trials(study: Study, seeds: Sequence[int] = UTILITY_SEEDS) -> list[d
     the settings (the study's order): first what verdicts need, then the other strengths. In a
     setting: undefended training, DP-SGD (a defense of the setting without it,
     :func:`against_plain`), the defenses near the frontier, the papers' strengths and relative
-    noise; every seed of a defense before the next defense."""
+    noise; every seed of a defense before the next defense. Then the study's ``more_seeds``,
+    seed by seed."""
     first = ("none", *NEAR_FRONTIER, *PAPER_STRENGTH, *RELATIVE_NOISE)
     order = {d: k for k, d in enumerate(dict.fromkeys((*first, *PAPER_FIRST)))}
     out, seen = [], set()
@@ -507,7 +522,12 @@ def utility_trials(study: Study, seeds: Sequence[int] = UTILITY_SEEDS) -> list[d
         kind = 0 if compared == "none" else 1 if compared.startswith("DP ") else 2 + order.get(t["defense"], len(order))
         return t["defense"] not in first, settings.index(plain), kind, runs.index((t["setting"], t["defense"])), t["seed"]
 
-    return sorted(out, key=rank)
+    points = {setting_name(p): p for p in study.utility_points()}
+    more = [{"setting": name, "batch_size": points[name].batch_size, "local_steps": points[name].local_steps,
+             "epsilon": points[name].epsilon, "defense": d, "seed": int(seed)}
+            for name, (defenses, extra) in study.extra_seeds().items() if name in points
+            for seed in extra for d in defenses]
+    return sorted(out, key=rank) + [t for t in more if tuple(t.values()) not in seen]
 
 
 def run_utility(study: Study, path: str | Path | None, run: FedRun = UTILITY_RUN, seeds: Sequence[int] = UTILITY_SEEDS,

@@ -329,8 +329,10 @@ def operating_plot(table: pd.DataFrame, title: str, limit: float = 0.10, columns
     fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8, frameon=False,
                title="an image is recovered when", title_fontsize=8)
     fig.suptitle(title, fontsize=10, wrap=True)
-    fig.tight_layout(rect=(0, 0.06 / rows_, 1, 1))
-    return _finish(fig, path)
+    fig.tight_layout(rect=(0, 0.15 / rows_, 1, 1))  # room for the legend under the x labels
+    if path is not None:  # not _finish: its tight_layout would drop that room
+        save_figure(fig, path)
+    return fig
 
 
 def operating_frontier_plot(table: pd.DataFrame, title: str, limit: float = 0.10, columns: int = 2,

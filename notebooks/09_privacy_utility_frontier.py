@@ -187,7 +187,7 @@ display(Markdown(
 # %%
 utility = op.utility_table(runs) if len(runs) else pd.DataFrame(columns=["setting", "defense"])
 shown = utility.copy()
-for c in ("accuracy", "drop", "drop low", "drop high", "adjusted low", "adjusted high"):
+for c in ("accuracy", "accuracy low", "accuracy high", "drop", "drop low", "drop high", "adjusted low", "adjusted high"):
     if c in shown:
         shown[c] = 100 * shown[c]
 shown.style.format(precision=2).hide(axis="index") if len(shown) else shown
@@ -197,8 +197,10 @@ if len(utility):
     tested = utility.dropna(subset=["p holm"])
     significant = tested[tested["p holm"] < 0.05]
     display(Markdown(
-        "Accuracy in percent, drops in points against undefended training in the same setting, paired by seed "
-        f"(95% t-intervals; the adjusted interval is Bonferroni's over the setting's defenses). {len(tested)} "
+        "Accuracy in percent (95% t-interval over seeds), drops in points against undefended training in the same "
+        "setting, paired by seed (95% t-intervals; the adjusted interval is Bonferroni's over the setting's "
+        "defenses; \"seeds to settle\": how many seeds an open cost verdict would need at the drop's observed "
+        f"mean and spread). {len(tested)} "
         f"comparisons have a p-value; {len(significant)} remain significant after Holm's correction: "
         + (", ".join(f"{r['setting']} {r['defense']} ({100 * r['drop']:+.2f} points, p = {r['p holm']:.3g})"
                      for _, r in significant.iterrows()) or "none") + "."))

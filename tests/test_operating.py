@@ -1,6 +1,8 @@
 """The frontier at operating points (dlg_utils.operating): the grid's cells and trials, the
 verdicts read from exact intervals under three criteria, the cost to breach, an end-to-end cell
 that recovers images, resuming, and the utility trials."""
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -184,7 +186,7 @@ def test_quick_study_covers_both_domains():
 
 
 def test_utility_trials_share_a_setting_across_model_states():
-    trials = utility_trials(Study())
+    trials = utility_trials(Study(more_seeds={}))
     settings = {t["setting"] for t in trials}
     assert settings == {"B=1, FedSGD", "B=1, FedSGD, DP eps=8", "B=1, FedSGD, DP eps=1", "B=4, FedSGD",
                         "B=16, FedSGD", "B=4, E=5"}
@@ -197,6 +199,19 @@ def test_utility_trials_share_a_setting_across_model_states():
     needed = [t["defense"] in ("none", *op.NEAR_FRONTIER, *op.PAPER_STRENGTH, *op.RELATIVE_NOISE) for t in trials]
     assert needed == sorted(needed, reverse=True)
     assert {t["setting"] for t in trials[:needed.count(True)]} == settings
+
+
+def test_more_seeds_come_last_seed_by_seed_where_a_cost_must_settle():
+    usual = utility_trials(Study(more_seeds={}))
+    more = {"B=1, FedSGD": (("none", "gaussian-rel:1"), (3, 4)), "B=2, FedSGD": (("none",), (3,))}
+    trials = utility_trials(Study(more_seeds=more))
+    assert trials[:len(usual)] == usual  # a setting the study lacks adds nothing
+    assert [(t["setting"], t["defense"], t["seed"]) for t in trials[len(usual):]] == [
+        ("B=1, FedSGD", "none", 3), ("B=1, FedSGD", "gaussian-rel:1", 3),
+        ("B=1, FedSGD", "none", 4), ("B=1, FedSGD", "gaussian-rel:1", 4)]
+    assert trials[-1]["batch_size"] == 1 and trials[-1]["epsilon"] == 0.0
+    assert len(utility_trials(Study())) == len(usual) + 27 and utility_trials(quick_study()) == \
+        utility_trials(replace(quick_study(), more_seeds={}))
 
 
 def test_dp_sgd_is_judged_against_training_without_it():
