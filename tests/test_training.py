@@ -112,9 +112,11 @@ def test_training_is_reproducible_and_keeps_the_numbers_of_the_old_api(fashion):
     assert first["train_loss"].tolist() == pytest.approx([2.4454497337341308, 2.4668596744537354], rel=1e-5)
     assert first["test_loss"].tolist() == pytest.approx([2.52716064453125, 2.3983445167541504], rel=1e-5)
     assert first["test_accuracy"].tolist() == [0.0859375, 0.09375]
-    assert float(weights["body.0.weight"].double().sum()) == pytest.approx(-2.851545111479936, rel=1e-5)
-    assert float(weights["body.6.weight"].double().sum()) == pytest.approx(-27.817975168950852, rel=1e-5)
-    assert float(weights["fc.weight"].double().sum()) == pytest.approx(2.689645142379959, rel=1e-5)
+    # a signed sum cancels: float32 kernels of another CPU move it by ~1e-5 of itself (seen: 1.1e-5 on
+    # fc); seed 4 instead of 3 moves fc's by 1.4e-2 (the losses above catch it too)
+    assert float(weights["body.0.weight"].double().sum()) == pytest.approx(-2.851545111479936, rel=1e-4)
+    assert float(weights["body.6.weight"].double().sum()) == pytest.approx(-27.817975168950852, rel=1e-4)
+    assert float(weights["fc.weight"].double().sum()) == pytest.approx(2.689645142379959, rel=1e-4)
 
 
 def test_committed_checkpoints_load_by_their_class_names():
