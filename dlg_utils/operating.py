@@ -138,7 +138,7 @@ GRID = (("gray28", POINTS[0]), *(("gray28", p) for p in POINTS[1:3]), *(("photos
 
 # Where a cell protects at a point whose budget is saturated, its accuracy cost decides whether it
 # holds: more training seeds there. With 3, gaussian-rel:1's Bonferroni drop interval is about
-# +-11 points; at the spread measured about 11 seeds settle it (notebook 9). Seed-major, so that
+# +-11 points; notebook 9 gives the seeds that would settle it at the spread measured. Seed-major, so that
 # a run cut short leaves every defense paired with the baseline on the same seeds.
 MORE_SEEDS = {"B=1, FedSGD": (("none", "gaussian-rel:1", "gaussian:0.1"), tuple(range(3, 12)))}
 
