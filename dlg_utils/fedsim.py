@@ -137,8 +137,9 @@ def paired_drops(acc: pd.DataFrame, by: list[str], baseline: str = "none", level
     (every defense of the group compared with the baseline), the Holm-adjusted p-value of
     "no drop", and the verdict "free" (adjusted upper bound <= ``limit``), "costs" (adjusted
     lower bound > ``limit``) or "open", with the seeds an open verdict would need at the drop's
-    observed mean and spread (:func:`~dlg_utils.stats.samples_to_settle`). ``acc``: columns
-    ``by``, defense, seed, accuracy."""
+    observed mean and spread (:func:`~dlg_utils.stats.samples_to_settle`). Intervals are cut to
+    the values an accuracy in [0, 1] allows (a t-interval of few seeds, one of them at chance,
+    can reach past them). ``acc``: columns ``by``, defense, seed, accuracy."""
     from scipy.stats import ttest_1samp
 
     from .stats import holm, samples_to_settle, t_interval
@@ -152,10 +153,12 @@ def paired_drops(acc: pd.DataFrame, by: list[str], baseline: str = "none", level
             mine = h.set_index("seed")["accuracy"]
             seeds = mine.index.intersection(base.index)
             drop = (base[seeds] - mine[seeds]).to_numpy()
+            room = (float(base[seeds].mean()) - 1, float(base[seeds].mean()))  # the drops an accuracy allows
             mean, lo, hi = t_interval(drop, level)
             _, alo, ahi = t_interval(drop, 1 - (1 - level) / family)
+            (lo, hi), (alo, ahi) = (np.clip((lo, hi), *room), np.clip((alo, ahi), *room))
             p = float(ttest_1samp(drop, 0).pvalue) if len(drop) > 1 and drop.std() > 0 else float("nan")
-            _, acc_lo, acc_hi = t_interval(mine.to_numpy(), level)
+            _, acc_lo, acc_hi = np.clip(t_interval(mine.to_numpy(), level), 0.0, 1.0)
             rows.append({**dict(zip(by, key if isinstance(key, tuple) else (key,))), "defense": defense,
                          "seeds": len(mine), "accuracy": float(mine.mean()), "accuracy low": acc_lo,
                          "accuracy high": acc_hi, "drop": mean, "drop low": lo, "drop high": hi,

@@ -10,7 +10,8 @@ read from the update, Inverting Gradients as its authors run it and the defense-
 (:data:`~dlg_utils.attacks.ADAPTIVE`), one dummy seed. An image is recovered when its best
 attack meets the criterion (SSIM, PSNR and image MSE side by side); rates carry exact
 (Clopper-Pearson) intervals over the images, and a defense protects at a point only when the
-upper bound is at most 10% and the attack's budget is saturated there.
+upper bound is at most 10% and the attack's budget is shown saturated there, for that defense
+(a measured budget curve: :data:`CURVES`).
 
 The adaptive attacker was chosen on images the study does not score (the pilots of
 :mod:`~dlg_utils.frontier` and :mod:`~dlg_utils.strength`: embedded samples). The primary grid
@@ -51,7 +52,7 @@ LOCAL_LR = 0.05  # FedAvg's local step size (notebook 8's Flower clients)
 # DP-SGD's calibration: a client of seed 001 (60,000 / 15 = 4,000 images) training 20 rounds of
 # one local epoch in batches of B, sample-level (epsilon, 1e-5)-DP, clip 1 (notebook 8's setting)
 DP_EXAMPLES, DP_EPOCHS, DP_DELTA, DP_CLIP = 4000, 20, 1e-5, 1.0
-# the model states: checkpoints of one training run of DLG's LeNet on Fashion-MNIST (notebook 4;
+# the model states: checkpoints of one centralised training run of DLG's LeNet on Fashion-MNIST (notebook 5;
 # test accuracy 10%, 83.0% and 84.3%)
 STATES = {"init": "lenet_fashion-mnist_start.pt", "middle": "lenet_fashion-mnist_middle.pt",
           "trained": "lenet_fashion-mnist_converged.pt"}
@@ -91,9 +92,11 @@ class Domain:
     initialisation), the iterations of the Adam attackers (Inverting Gradients and the adaptive
     one) and whether that budget can carry a "protects" verdict (``saturated``: a measured
     budget curve is flat there, :mod:`~dlg_utils.strength`, or it is the authors' 24,000).
-    ``measured_at``: the (model state, B, E) where that curve was measured, the only points
-    where it carries the verdict (a batch or a trained model is a harder problem, whose budget
-    the curve says nothing of); None: every point (the authors' budget)."""
+    ``measured_at``: the (model state, B, E) where that curve was measured (without DP-SGD),
+    the only points where it carries the verdict (a batch or a trained model is a harder
+    problem, whose budget the curve says nothing of); None: every point (the authors' budget);
+    ``measured_defenses``: the defenses it was measured for (the others get their own curves:
+    :data:`CURVES`)."""
 
     dataset: str
     images: Sequence[int] = tuple(range(64))
@@ -102,11 +105,16 @@ class Domain:
     states: Sequence[str] = ("init", "middle", "trained")
     model: str = "lenet"
     measured_at: tuple[str, int, int] | None = ("init", 1, 1)
+    measured_defenses: Sequence[str] = ("none", "uniform:16")  # strength.PLAN's curves at 1x28x28
 
-    def saturated_at(self, point: "Point") -> bool:
-        """Whether this domain's budget can carry a "protects" verdict at ``point``."""
-        return self.saturated and (self.measured_at is None
-                                   or (point.state, point.batch_size, point.local_steps) == self.measured_at)
+    def saturated_at(self, point: "Point", defense: str | None = None) -> bool:
+        """Whether this domain's budget can carry a "protects" verdict at ``point`` for
+        ``defense`` (None: for some defense): the curve was measured there, without DP-SGD,
+        for that defense (another defense can need a longer attack), or the budget is the authors'."""
+        if not self.saturated or self.measured_at is None:
+            return self.saturated
+        return ((point.state, point.batch_size, point.local_steps) == self.measured_at and not point.epsilon
+                and (defense is None or defense in self.measured_defenses))
 
 
 # The scored Fashion-MNIST test images: the first 64, less 19 and 27, which are embedded samples 12
@@ -180,11 +188,13 @@ class Study:
         """``domain``'s point named ``name`` (as rows store it), None where the study has none."""
         return next((p for d, p in self.grid if d == domain and p.name == name), None)
 
-    def saturated_at(self, domain: str, name: str) -> bool:
-        """Whether a "protects" verdict can be read at ``domain``'s point ``name``
-        (:meth:`Domain.saturated_at`)."""
+    def saturated_at(self, domain: str, name: str, defense: str | None = None, flat=frozenset()) -> bool:
+        """Whether a "protects" verdict can be read at ``domain``'s point ``name`` for ``defense``
+        (:meth:`Domain.saturated_at`, or (domain, name, defense) in ``flat``: a budget curve
+        of :func:`flat_curves`)."""
         point = self.point(domain, name)
-        return point is not None and domain in self.domains and self.domains[domain].saturated_at(point)
+        return point is not None and domain in self.domains and (
+            self.domains[domain].saturated_at(point, defense) or (domain, name, defense) in flat)
 
     def utility_points(self) -> list[Point]:
         """The points whose training setting is measured: those of the Fashion-MNIST LeNet."""
@@ -296,6 +306,119 @@ def run_study(study: Study, folder: str | Path | None, over: Callable[[], bool] 
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
+# --- budget curves where a cell could protect -----------------------------------------------
+
+# The images a budget curve is measured on: Fashion-MNIST test images the study does not score
+# (19 and 27, which the pilots saw, and the next two after the scored ones).
+CURVE_IMAGES = {"gray28": (19, 27, 66, 67)}
+CURVE_BUDGETS = (1000, 4000, 24_000)  # the study's budget, 4x, and the authors' 24,000
+# The cells at the measured point (init, B = 1; DP-SGD's too) that recover at most 10% under some
+# criterion but whose defense no strength curve measured (strength.PLAN has none and uniform:16
+# only): each gets its own curve, those that protect under SSIM first. Elsewhere (batches, local
+# steps, trained models, 3x32x32) a cell below the limit stays open.
+CURVES = (("gray28", "init, B=1, FedSGD", ("gaussian-rel:1", "gaussian:0.1")),
+          ("gray28", "init, B=1, FedSGD, DP eps=8", ("none",)),
+          ("gray28", "init, B=1, FedSGD, DP eps=1", ("none",)),
+          ("gray28", "init, B=1, FedSGD", ("stochastic:16", "gaussian:0.01", "laplacian:0.01")),
+          ("gray28", "init, B=1, FedSGD", ("gaussian-rel:0.1", "laplacian-rel:0.1", "stochastic:8")),
+          ("gray28", "init, B=1, FedSGD", ("uniform:8", "uniform:20", "sparsity:0.9")))
+
+
+def curve_trials(study: Study, domain: str, point: Point, defense: str, budget: int) -> list[AttackTrial]:
+    """One budget of one cell's curve: its Adam attackers (Inverting Gradients, and the adaptive
+    one where there is a defense to know) at ``budget`` iterations on :data:`CURVE_IMAGES`."""
+    spec = replace(study.domains[domain], images=CURVE_IMAGES[domain], iterations=int(budget))
+    trials = cell_trials(replace(study, domains={**study.domains, domain: spec}), domain, point, defense)
+    return [replace(t, tags={**t.tags, "budget": int(budget)}) for t in trials if t.attack != "idlg"]
+
+
+def study_curves(study: Study, curves=CURVES) -> list[tuple[str, str, tuple[str, ...]]]:
+    """The entries of ``curves`` on ``study``'s points, each with the defenses its point attacks."""
+    out = []
+    for domain, name, defenses in curves:
+        point = study.point(domain, name)
+        mine = tuple(d for d in defenses if point is not None and d in point.defenses)
+        if mine:
+            out.append((domain, name, mine))
+    return out
+
+
+def run_curves(study: Study, path: str | Path | None, curves=None, budgets=CURVE_BUDGETS,
+               over: Callable[[], bool] = lambda: False, progress: bool | None = None,
+               device: str = "cpu") -> pd.DataFrame:
+    """Measure each curve of ``curves`` ((domain, point name, defenses) of ``study``; None: its
+    :func:`study_curves`) in order on ``device``, cheapest budget first, the defenses of one entry at one budget in one sweep
+    (the engine batches them), each row stored in ``path`` as it finishes; ``over()`` is asked
+    between sweeps. Returns the rows of the sweeps run."""
+    frames, data, models = [], {}, {}
+    for domain, name, defenses in study_curves(study) if curves is None else curves:
+        point = study.point(domain, name)
+        if point is None:
+            raise ValueError(f"the study has no point {domain}: {name}")
+        if domain not in data:
+            data[domain] = domain_data(domain, study)
+        model = f"{domain}/{point.state}"
+        if model not in models:
+            models[model] = domain_model(study.domains[domain], point.state, data[domain]).to(device)
+        for budget in sorted(budgets):
+            if over():
+                break
+            trials = [t for d in defenses for t in curve_trials(study, domain, point, d, budget)]
+            frames.append(attack_sweep(trials, {model: models[model]}, data[domain], path, rows=ROWS,
+                                       execution=Execution(progress=progress)))
+    if path is not None:
+        compact(path)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+# How much an image's best SSIM / PSNR may rise from the study's budget to 24,000 iterations on a
+# flat curve: four images rarely cross a threshold, so the scores themselves must not climb either.
+FLAT_RISE = {"ssim": 0.05, "psnr": 1.0}
+
+
+def curve_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per (domain, point, defense, budget): images, the median SSIM of each image's best
+    attack, and under each criterion the images recovered (best attack per criterion)."""
+    rows, out = per_image(rows), []
+    for (domain, point, defense, budget), g in rows.groupby(["domain", "point", "defense", "budget"], sort=True):
+        best = best_of_attacks(g, keys=("image",))
+        row = {"domain": domain, "point": point, "defense": defense, "budget": int(budget),
+               "images": len(best), "median ssim": float(best["ssim"].median())}
+        row |= {f"{name} recovered": int(recovered_images(g, name).sum()) for name in scored_criteria(g)}
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def flat_curves(rows: pd.DataFrame | None, study: Study) -> frozenset:
+    """The (domain, point, defense) whose curve is flat: every trial of it (the study's dummy
+    seed) stored at the domain's budget and at the largest of :data:`CURVE_BUDGETS`; under no
+    criterion more images recovered at the largest than at the domain's; and no image's best
+    SSIM or PSNR up by more than :data:`FLAT_RISE` (a longer attack finds nothing more:
+    "protects" can be read there)."""
+    if rows is None or rows.empty:
+        return frozenset()
+    top, flat = max(CURVE_BUDGETS), set()
+    rows = per_image(rows[rows["seed"] == study.seed])
+    if rows.empty:
+        return frozenset()
+    for (domain, name, defense), g in rows.groupby(["domain", "point", "defense"]):
+        point = study.point(domain, name)
+        if point is None or domain not in CURVE_IMAGES:
+            continue
+        at = study.domains[domain].iterations
+        done = {(int(b), int(i), a) for b, i, a in zip(g["budget"], g["image"], g["attack"])}
+        planned = {(b, int(t.image), t.attack) for b in (at, top) for t in curve_trials(study, domain, point, defense, b)}
+        if not planned <= done:
+            continue
+        table = curve_table(g).set_index("budget")
+        best = {b: g[g["budget"] == b].groupby("image")[list(FLAT_RISE)].max() for b in (at, top)}
+        rise = best[top] - best[at]
+        if (all(table.loc[top, c] <= table.loc[at, c] for c in table.columns if c.endswith(" recovered"))
+                and all((rise[k] <= limit).all() for k, limit in FLAT_RISE.items())):
+            flat.add((domain, name, defense))
+    return frozenset(flat)
+
+
 # --- what the rows say ------------------------------------------------------------------------
 
 def complete_cells(rows: pd.DataFrame, study: Study) -> pd.DataFrame:
@@ -315,12 +438,14 @@ def complete_cells(rows: pd.DataFrame, study: Study) -> pd.DataFrame:
 
 
 def cell_table(rows: pd.DataFrame, study: Study | None = None, limit: float = LIMIT,
-               chance: dict[tuple[str, str], float] | None = None) -> pd.DataFrame:
+               chance: dict[tuple[str, str], float] | None = None, curves: pd.DataFrame | None = None
+               ) -> pd.DataFrame:
     """Per (domain, point, defense): images, and under each criterion the rows hold
     (:func:`~dlg_utils.stats.scored_criteria`) the share recovered (an image is recovered when its
     best attack under that criterion meets it), its exact 95% interval and the verdict
-    ("protects": upper bound <= ``limit`` with a budget saturated at that point,
-    :meth:`Study.saturated_at`; "leaks": lower bound above
+    ("protects": upper bound <= ``limit`` with a budget saturated in that cell,
+    :meth:`Study.saturated_at`, or by its budget curve in ``curves``, :func:`flat_curves`:
+    the column "budget saturated"; "leaks": lower bound above
     ``limit`` and above the criterion's chance level in the domain, ``chance[(domain, criterion)]``
     (the ``low`` of :func:`baselines`), the share a guess made without the update meets; else "open";
     given ``chance``, a criterion it lacks for a domain is never "leaks": its chance level is unknown);
@@ -332,11 +457,11 @@ def cell_table(rows: pd.DataFrame, study: Study | None = None, limit: float = LI
     best = best_of_attacks(images, keys=("domain", "point", "defense", "image"))
     cost = rows.assign(_cost=trial_cost(rows)).groupby(["domain", "point", "defense"])["_cost"].sum()
     tried = {key: g for key, g in images.groupby(["domain", "point", "defense"], sort=False)}
-    out = []
+    out, flat = [], flat_curves(curves, study)
     for (domain, point, defense), g in best.groupby(["domain", "point", "defense"], sort=False):
-        saturated = study.saturated_at(domain, point)
+        saturated = study.saturated_at(domain, point, defense, flat)
         every = tried[(domain, point, defense)]  # each image's every attack: its best under each criterion
-        row = {"domain": domain, "point": point, "defense": defense, "images": len(g)}
+        row = {"domain": domain, "point": point, "defense": defense, "images": len(g), "budget saturated": saturated}
         verdicts = []
         for name in scored_criteria(g):  # LPIPS only in cells scored where its weights were
             k = int(recovered_images(every, name).sum())
@@ -351,7 +476,8 @@ def cell_table(rows: pd.DataFrame, study: Study | None = None, limit: float = LI
                 "attack seconds": float(cost[(domain, point, defense)]),
                 "seconds per recovered image": float(cost[(domain, point, defense)]) / k_ssim if k_ssim else np.inf}
         out.append(row)
-    return pd.DataFrame(out)
+    order = {(d, p.name, defense): k for k, (d, p, defense) in enumerate(study.cells())}  # the grid's order
+    return pd.DataFrame(sorted(out, key=lambda r: order.get((r["domain"], r["point"], r["defense"]), len(order))))
 
 
 def study_progress(study: Study, folder: str | Path) -> pd.DataFrame:
@@ -574,6 +700,14 @@ def against_plain(setting: str, defense: str) -> tuple[str, str]:
     if not dp:
         return setting, defense
     return plain, f"DP {epsilon}" if defense == "none" else f"DP {epsilon} + {defense}"
+
+
+DOMAIN_LABELS = {"gray28": "Fashion-MNIST 1x28x28", "photos32": "photo crops 3x32x32"}
+
+
+def domain_label(domain: str) -> str:
+    """What a figure calls ``domain``: its data and input size."""
+    return DOMAIN_LABELS.get(domain, domain)
 
 
 def defense_label(point: str, defense: str) -> str:

@@ -290,13 +290,14 @@ def budget_plot(table: pd.DataFrame, title: str, path: str | Path | None = None)
 
 
 def operating_plot(table: pd.DataFrame, title: str, limit: float = 0.10, columns: int = 3,
-                   criteria: Sequence[str] = ("ssim", "psnr", "mse"), unsaturated: Sequence[tuple[str, str]] = (),
+                   criteria: Sequence[str] = ("ssim", "psnr", "mse"), unsaturated: Sequence[tuple[str, str, str]] = (),
                    path: str | Path | None = None) -> plt.Figure:
     """Share of images recovered per defense with its exact 95% interval, one marker per
     criterion side by side, one panel per (domain, point) of
     :func:`~dlg_utils.operating.cell_table`; the dashed line is the protection limit. The
-    panels of ``unsaturated`` (domain, point) say in their titles that their budget carries no
-    "protects": a rate under the line there is not protection."""
+    cells of ``unsaturated`` (domain, point, defense) have a budget that carries no "protects"
+    (a rate under the line there is not protection): their labels are grey and italic, and a
+    panel of such cells only says so in its title."""
     from . import operating as op
     from .stats import CRITERIA
     panels = list(dict.fromkeys(zip(table["domain"], table["point"])))
@@ -314,11 +315,15 @@ def operating_plot(table: pd.DataFrame, title: str, limit: float = 0.10, columns
                         capsize=2, color=colors[name], label=CRITERIA[name].describe())
         ax.axhline(limit, ls="--", lw=0.8, color="0.3")
         ax.set_xticks(x, [op.defense_label(point, d) for d in g["defense"]], rotation=60, ha="right", fontsize=7)
+        open_ = [(domain, point, d) in set(unsaturated) for d in g["defense"]]
+        for tick, flagged in zip(ax.get_xticklabels(), open_):
+            if flagged and not all(open_):
+                tick.set_color("0.45"), tick.set_fontstyle("italic")
         ax.set_xlim(-0.6, max(len(g), 8) - 0.4)  # a point with few finished cells keeps the spacing
         ax.set_ylim(-0.04, 1.04)
-        ax.set_title(f"{domain}: {point} ({int(g['images'].max())} images)"
+        ax.set_title(f"{op.domain_label(domain)}: {point} ({int(g['images'].max())} images)"
                      + ("\nbudget not saturated here: under the line is open, not protected"
-                        if (domain, point) in set(unsaturated) else ""), fontsize=9)
+                        if all(open_) else ""), fontsize=9)
         ax.set_ylabel("images recovered")
         ax.set_xlabel("defense", fontsize=8)
     for ax in list(axes.flat)[len(panels):]:
@@ -326,6 +331,9 @@ def operating_plot(table: pd.DataFrame, title: str, limit: float = 0.10, columns
     handles, labels = axes[0][0].get_legend_handles_labels()  # under the panels: no marker hidden
     handles.append(matplotlib.lines.Line2D([], [], ls="--", lw=0.8, color="0.3"))
     labels.append(f"limit {limit:.0%}")
+    if len(unsaturated):
+        handles.append(matplotlib.lines.Line2D([], [], ls="none"))
+        labels.append("grey italic defense: its budget is not shown saturated (under the line: open)")
     fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8, frameon=False,
                title="an image is recovered when", title_fontsize=8)
     fig.suptitle(title, fontsize=10, wrap=True)
@@ -385,8 +393,10 @@ def operating_frontier_plot(table: pd.DataFrame, title: str, limit: float = 0.10
         drop_ax.tick_params(labelleft=False)
         for ax in (leak_ax, drop_ax):
             ax.tick_params(axis="x", labelsize=7)
-        subs[r, c].suptitle(f"{domain}: {point} ({int(g['images'].max())} images, "
-                            f"{int(g['seeds'].max())} training seeds)", fontsize=9)
+        seeds = sorted({int(k) for k in g["seeds"].dropna()})
+        subs[r, c].suptitle(f"{op.domain_label(domain)}: {point} ({int(g['images'].max())} images, "
+                            + (f"{seeds[0]}" if len(seeds) == 1 else f"{seeds[0]}-{seeds[-1]}")
+                            + " training seeds)", fontsize=9)
     fig.suptitle(title, fontsize=10, wrap=True)
     if path is not None:
         save_figure(fig, path)

@@ -19,7 +19,8 @@ Studies (--studies, in this order):
   operating  the frontier at operating points at the larger grid (dlg_utils.operating.full_study):
              every point with all 20 defenses at 1x28x28 and 3x32x32, the 3x32x32 attacks at
              the authors' 24,000 iterations, ResNet-18 beside LeNet; one cell per unit; then
-             the utility runs of every setting (3 seeds), one run per unit
+             the budget curves of operating.CURVES (one per unit) and the utility runs of
+             every setting (3 seeds), one run per unit
   benchmark  the batched engine against the reference loop on the device (LeNet, 300 its,
              1,024 and 4,096 trials first, then 256 and 64, eager and compile=True; ResNet-18,
              20 its, 256, 64 and 8 trials); the reference is timed once per model
@@ -72,6 +73,7 @@ class Scale:
     benchmark_iterations: int  # LeNet
     benchmark_resnet_iterations: int = 20
     benchmark_reference_trials: tuple[int, int] = (4, 2)  # LeNet, ResNet-18: timed once per model
+    operating_curves: tuple = op.CURVE_BUDGETS  # the budget curves' iterations (operating.run_curves)
 
 
 def full() -> Scale:
@@ -94,7 +96,7 @@ def tiny() -> Scale:
                                                epochs=1, train_subset=256, test_subset=256),
                  operating=tiny_operating(),
                  operating_training=dict(run=FedRun(epochs=0.02, evaluations=1), seeds=(0,), train_subset=256,
-                                         test_subset=256),
+                                         test_subset=256), operating_curves=(5, 10),
                  benchmark_units=(("lenet", 2, False), ("resnet18", 2, False), ("lenet", 3, False)),
                  benchmark_iterations=2, benchmark_resnet_iterations=1)
 
@@ -180,6 +182,15 @@ def operating(scale: Scale, out: Path, budget: Budget, device: str, root: str | 
         one = dataclasses.replace(study, grid=((domain, dataclasses.replace(point, defenses=(defense,))),))
         if not budget.run("operating", f"{domain} {point.name} {defense}", lambda: op.run_study(
                 one, out / "operating", progress=False, device=device)):
+            return
+    curves = [(d, name, (defense,)) for d, name, defenses in op.study_curves(study) for defense in defenses]
+    if not curves:  # a study without the curves' points (the tiny one): its first cell's curve, on the same path
+        (d, point, defense), *_ = study.cells()
+        curves = [(d, point.name, (defense,))]
+    for curve in curves:  # where a cell could protect: is its budget saturated?
+        if not budget.run("operating", f"budget curve {curve[0]} {curve[1]} {curve[2][0]}", lambda: op.run_curves(
+                study, out / "operating_budget.jsonl.gz", curves=[curve], budgets=scale.operating_curves,
+                progress=False, device=device)):
             return
     seeds = size.pop("seeds", op.UTILITY_SEEDS)
     for trial in op.utility_trials(study, seeds):

@@ -115,3 +115,16 @@ def test_code_map_lists_modules_bottom_up():
                 and n.module}
         late = [m for m in used if order.index(m) > order.index(name)]
         assert not late, f"{name} imports {late}, listed after it"
+
+
+def test_the_readme_headline_is_notebook_9s():
+    """The README's headline table and sentences are notebook 9's last output, as committed:
+    a rerun that changes a number must change the README too."""
+    import json
+    cells = json.loads((ROOT / "notebooks" / "09_privacy_utility_frontier.ipynb").read_text(encoding="utf-8"))["cells"]
+    blocks = ["".join(o["data"]["text/markdown"]) for c in cells if c["cell_type"] == "code" for o in c.get("outputs", [])
+              if "text/markdown" in o.get("data", {}) and "<!-- notebook 9's headline -->" in "".join(o["data"]["text/markdown"])]
+    assert len(blocks) == 1, "notebook 9 renders its README headline once"
+    assert "64 Fashion-MNIST test images" in blocks[0] and "| none |" in blocks[0]  # a full run, not quick mode
+    assert blocks[0] in (ROOT / "README.md").read_text(encoding="utf-8"), \
+        "README.md does not quote notebook 9's headline block as rendered: paste it again"

@@ -111,3 +111,14 @@ def test_paired_drops_reads_cost_with_the_family_wide_interval():
     assert table.loc["noisy", "cost verdict"] == "open"
     assert table.loc["costly", "adjusted high"] > table.loc["costly", "drop high"]  # Bonferroni widens
     assert table.loc["none", "cost verdict"] == "baseline"
+
+
+def test_paired_drops_keep_intervals_to_the_accuracies_possible():
+    """One of three seeds at chance: the t-intervals would reach past 0% and 100% accuracy."""
+    acc = pd.DataFrame([{"setting": "s", "defense": d, "seed": s, "accuracy": a}
+                        for d, accs in {"none": [0.80, 0.82, 0.81], "diverged": [0.80, 0.10, 0.81]}.items()
+                        for s, a in enumerate(accs)])
+    r = paired_drops(acc, ["setting"]).set_index("defense").loc["diverged"]
+    assert r["accuracy low"] == 0.0 and r["accuracy high"] <= 1.0 and r["accuracy"] == pytest.approx(0.57)
+    assert r["drop low"] >= 0.81 - 1 and r["drop high"] == pytest.approx(0.81) and r["adjusted high"] == pytest.approx(0.81)
+    assert r["drop low"] <= r["drop"] <= r["drop high"] and r["cost verdict"] == "open"

@@ -118,7 +118,7 @@ def claims_frontier() -> pd.DataFrame:
         ("uniform:16", (0.0, 0.05), (-0.002, 0.008)),     # protects, free
         ("stochastic:16", (0.0, 0.25), (-0.002, 0.008)),  # privacy straddles 10%
         ("mixed", (0.5, 0.9), (0.0, 0.004)),              # does not protect, free
-        ("gaussian:0.01", (0.0, 0.0), (0.02, 0.05)),      # protects at a cost
+        ("gaussian:0.1", (0.0, 0.0), (0.02, 0.05)),       # protects at a cost
         ("half", (0.8, 1.0), (-0.01, 0.03)),              # leaks; accuracy straddles 1 point
         ("sparsity:0.2", (np.nan, np.nan), (0.0, 0.001))]  # not attacked
     return pd.DataFrame([{"model": "m", "defense": d, "bits": 32, "recovered": sum(r) / 2, "recovered low": r[0],
@@ -130,7 +130,7 @@ def test_defense_verdicts_and_protecting():
     judged = fr.defense_verdicts(claims_frontier()).set_index("defense")
     assert judged["protects"].tolist() == [True, None, False, True, False, None]
     assert judged["free"].tolist() == [True, True, True, False, None, True]
-    assert fr.protecting(claims_frontier())["defense"].tolist() == ["uniform:16", "gaussian:0.01"]
+    assert fr.protecting(claims_frontier())["defense"].tolist() == ["uniform:16", "gaussian:0.1"]
     assert fr.protecting(claims_frontier(), free=True)["defense"].tolist() == ["uniform:16"]
     assert (fr.PROTECTS, fr.FREE_DROP) == (0.10, 0.01)
 
@@ -141,16 +141,18 @@ def test_claims_table_reads_each_claim_against_its_intervals():
     assert t.loc["uniform:16", "verdict"] == "holds"
     assert t.loc["stochastic:16", "verdict"] == "not settled on privacy (the interval straddles the limit)"
     assert t.loc["mixed", "verdict"] == "fails on privacy"
-    assert t.loc["gaussian:0.01", "verdict"] == "holds"  # DLG: noise that stops DLG costs accuracy
-    assert t.loc["half", "verdict"] == "not settled on accuracy (the interval straddles the limit)"  # leaks, as DLG said
+    assert t.loc["gaussian:0.1", "verdict"] == "holds"  # DLG: noise that stops DLG costs accuracy
+    assert t.loc["half", "verdict"] == "holds"  # leaks, as DLG said; the claim says nothing of accuracy
     assert (t["who"] == pd.Series({c.defense: c.who for c in fr.CLAIMS})).all() and (t["model"] == "m").all()
     assert t.loc["mixed", "recovered high"] == 0.9 and t.loc["mixed", "strongest attack"] == "ig"
     both = fr.Claim("x", "mixed", "protects for free", True, False)
     assert fr.claims_table(claims_frontier(), [both]).iloc[0]["verdict"] == "fails on privacy and accuracy"
     assert fr.claims_table(claims_frontier(), [fr.Claim("x", "none", "", True, True)]).empty  # not in the table
     half = fr.CLAIMS[-1]  # an accuracy not measured is said as such, not as an interval that straddles
-    assert fr.claim_verdict(False, None, half, unmeasured=("accuracy",)) == "holds on privacy; accuracy not measured yet"
+    assert fr.claim_verdict(False, None, half, unmeasured=("accuracy",)) == "holds"  # a privacy-only claim
     assert fr.claim_verdict(True, None, half, unmeasured=("accuracy",)) == "fails on privacy"
+    free = fr.Claim("x", "mixed", "protects for free", True, True)  # an accuracy not measured is said as such
+    assert fr.claim_verdict(True, None, free, unmeasured=("accuracy",)) == "holds on privacy; accuracy not measured yet"
 
 
 def test_paper_strength_cells_pick_the_first_image_seed_and_the_papers_defenses():

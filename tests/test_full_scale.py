@@ -21,7 +21,7 @@ def rows(path: Path) -> list[dict]:
 
 
 def counts(out: Path) -> dict[str, int]:
-    files = sorted([*out.glob("*.jsonl"), *out.glob("*/*.jsonl.gz")])
+    files = sorted([*out.glob("*.jsonl"), *out.glob("*.jsonl.gz"), *out.glob("*/*.jsonl.gz")])
     return {str(p.relative_to(out)): len(rows(p)) for p in files if p.name != "slices.jsonl"}
 
 
@@ -42,7 +42,8 @@ def test_tiny_full_scale_in_slices(tmp_path, capsys):
     lenet_path, resnet_path = scale.seed002.paths(out)  # one file per model family: the keys hold the settings
     expected = {"fig4.jsonl": 2, "benchmark.jsonl": 3, "frontier_utility.jsonl": 2,
                 lenet_path.name: len(lenet), resnet_path.name: len(resnets),
-                "operating/gray28--init-B-1-FedSGD.jsonl.gz": 4, "operating_utility.jsonl": 1}  # one cell: 2 images x (DLG, IG); one run
+                "operating/gray28--init-B-1-FedSGD.jsonl.gz": 4, "operating_utility.jsonl": 1,  # one cell: 2 images x (DLG, IG); one run
+                "operating_budget.jsonl.gz": 8}  # its budget curve: IG on 4 unscored images at 2 budgets
     assert counts(out) == expected
     fig4 = rows(out / "fig4.jsonl")
     assert {(r["defense"], r["seed"]) for r in fig4} == {("none", 0), ("uniform:16", 0)}

@@ -64,8 +64,13 @@ def fake_rows(recovered: dict, images=64, cost=2.0, attack="ig", domain="gray28"
     return pd.DataFrame(out)
 
 
+# a study whose 1x28x28 budget curve was measured for the fake defenses, as strength.PLAN's for
+# none and uniform:16
+MEASURED = Study(domains={**DOMAINS, "gray28": replace(DOMAINS["gray28"], measured_defenses=("none", *"abcd"))})
+
+
 def test_cell_table_reads_verdicts_from_exact_intervals():
-    table = cell_table(fake_rows({"none": 64, "a": 0, "b": 6, "c": 20})).set_index("defense")
+    table = cell_table(fake_rows({"none": 64, "a": 0, "b": 6, "c": 20}), MEASURED).set_index("defense")
     assert table.loc["a", "verdict"] == "protects" and table.loc["a", "ssim high"] == pytest.approx(clopper_pearson(0, 64)[1])
     assert table.loc["none", "verdict"] == "leaks" and table.loc["c", "verdict"] == "leaks"
     assert table.loc["b", "verdict"] == "open"  # 6 / 64: the interval straddles 10%
@@ -75,28 +80,85 @@ def test_cell_table_reads_verdicts_from_exact_intervals():
     unsat = cell_table(fake_rows({"a": 0}, domain="photos32")).set_index("defense")
     assert unsat.loc["a", "verdict"] == "open" and not DOMAINS["photos32"].saturated
     # nor does a budget measured at one image on the untrained model protect a batch or a trained model
-    for point in ("init, B=16, FedSGD", "init, B=4, E=5", "trained, B=1, FedSGD"):
-        assert cell_table(fake_rows({"a": 0}, point=point)).loc[0, "verdict"] == "open", point
-    assert cell_table(fake_rows({"a": 0}, point="init, B=1, FedSGD, DP eps=8")).loc[0, "verdict"] == "protects"
+    for point in ("init, B=16, FedSGD", "init, B=4, E=5", "trained, B=1, FedSGD", "init, B=1, FedSGD, DP eps=8"):
+        assert cell_table(fake_rows({"a": 0}, point=point), MEASURED).loc[0, "verdict"] == "open", point
+    # nor one measured for other defenses (strength.PLAN: none and uniform:16)
+    assert cell_table(fake_rows({"a": 0})).loc[0, "verdict"] == "open"
+    assert cell_table(fake_rows({"uniform:16": 0})).loc[0, "verdict"] == "protects"
     assert DOMAINS["gray28"].saturated_at(Point()) and not DOMAINS["gray28"].saturated_at(Point(batch_size=4))
+    assert not DOMAINS["gray28"].saturated_at(Point(), "gaussian:0.1")
+    assert not DOMAINS["gray28"].saturated_at(Point(epsilon=8.0), "none")
     gpu = full_study().domains
     assert gpu["photos32"].saturated_at(Point(batch_size=16)) and not gpu["gray28-resnet18"].saturated_at(Point())
     # a rate above the limit but not above the criterion's chance level (a guess without the
     # update meets 30% of the images) shows no leakage: open, not leaks
     chance = {("gray28", "ssim"): 0.30}
-    judged = cell_table(fake_rows({"c": 20}), chance=chance).set_index("defense")
+    judged = cell_table(fake_rows({"c": 20}), MEASURED, chance=chance).set_index("defense")
     assert table.loc["c", "ssim low"] < 0.30 and judged.loc["c", "ssim verdict"] == "open"
     # given chance levels, a criterion without one (LPIPS tabled where its weights are absent) is
     # never "leaks"; without any, the limit alone decides
     assert judged.loc["c", "psnr verdict"] == "open" and table.loc["c", "psnr verdict"] == "leaks"
-    judged = cell_table(fake_rows({"c": 20}), chance=chance | {("gray28", "psnr"): 0.0}).set_index("defense")
+    judged = cell_table(fake_rows({"c": 20}), MEASURED, chance=chance | {("gray28", "psnr"): 0.0}).set_index("defense")
     assert judged.loc["c", "psnr verdict"] == "leaks"
+
+
+def fake_curve(recovered: dict, point="init, B=1, FedSGD", defense="gaussian:0.1"):
+    """A budget curve's rows: at each budget, each attack of :func:`op.curve_trials` on each
+    curve image; ``recovered[budget]`` of the images recovered there (by Inverting Gradients)."""
+    out = []
+    for b, k in recovered.items():
+        for attack in ("ig", "adaptive") if defense != "none" or "DP" in point else ("ig",):
+            rows = fake_rows({defense: k if attack == "ig" else 0}, images=4, point=point, attack=attack)
+            out.append(rows.assign(budget=b, image=list(op.CURVE_IMAGES["gray28"])))
+    return pd.concat(out, ignore_index=True)
+
+
+def test_a_budget_curve_lets_a_cell_protect_only_where_a_longer_attack_finds_nothing_more():
+    cells = fake_rows({"gaussian:0.1": 0})
+    assert cell_table(cells).loc[0, "verdict"] == "open"  # no curve measured for noise
+    flat = fake_curve({1000: 0, 4000: 0, 24_000: 0})
+    assert op.flat_curves(flat, Study()) == {("gray28", "init, B=1, FedSGD", "gaussian:0.1")}
+    judged = cell_table(cells, curves=flat).iloc[0]
+    assert judged["verdict"] == "protects" and judged["budget saturated"]
+    rising = fake_curve({1000: 0, 4000: 1, 24_000: 2})  # 24,000 iterations recover 2 of 4 images
+    assert op.flat_curves(rising, Study()) == frozenset() and cell_table(cells, curves=rising).loc[0, "verdict"] == "open"
+    short = fake_curve({1000: 0, 4000: 0})  # not measured up to the authors' budget
+    assert op.flat_curves(short, Study()) == frozenset()
+    torn = flat[~((flat["budget"] == 24_000) & (flat["attack"] == "adaptive"))]  # one attacker still running
+    assert op.flat_curves(torn, Study()) == frozenset()
+    climbing = flat.copy()  # nothing crosses a threshold, but 24,000 iterations bring one image closer
+    climbing.loc[(climbing["budget"] == 24_000) & (climbing["image"] == 19) & (climbing["attack"] == "ig"), "ssim"] = 0.4
+    assert op.flat_curves(climbing, Study()) == frozenset()
+    assert op.flat_curves(flat.assign(seed=1), Study()) == frozenset()  # another dummy seed's curve
+    other = fake_curve({1000: 0, 24_000: 0}, defense="gaussian-rel:1")  # another defense's curve
+    assert cell_table(cells, curves=other).loc[0, "verdict"] == "open"
+    table = op.curve_table(rising).set_index("budget")
+    assert table.loc[24_000, "ssim recovered"] == 2 and table.loc[1000, "images"] == 4
+
+
+def test_curve_trials_run_the_adam_attackers_on_unscored_images():
+    study = Study()
+    trials = op.curve_trials(study, "gray28", Point(epsilon=8.0), "none", 4000)
+    assert {t.attack for t in trials} == {"ig", "adaptive"} and len(trials) == 2 * len(op.CURVE_IMAGES["gray28"])
+    assert all(t.settings["iterations"] == 4000 and t.tags["budget"] == 4000 for t in trials)
+    assert not set(op.CURVE_IMAGES["gray28"]) & set(DOMAINS["gray28"].images)
+    assert all(study.point(d, name) is not None for d, name, _ in op.CURVES)
+    assert max(op.CURVE_BUDGETS) == 24_000 and DOMAINS["gray28"].iterations in op.CURVE_BUDGETS
+
+
+def test_cell_table_lists_cells_in_the_grid_order():
+    rows = pd.concat([fake_rows({"gaussian:0.1": 0}, point="init, B=4, FedSGD"), fake_rows({"mixed": 3, "none": 64}),
+                      fake_rows({"none": 0}, point="init, B=1, FedSGD, DP eps=8")])
+    order = [(d, p.name, f) for d, p, f in Study().cells()]
+    listed = list(zip(*(cell_table(rows)[c] for c in ("domain", "point", "defense"))))
+    assert listed == sorted(listed, key=order.index) and listed[0] == ("gray28", "init, B=1, FedSGD", "none")
+    assert op.domain_label("gray28") == "Fashion-MNIST 1x28x28" and op.domain_label("other") == "other"
 
 
 def test_a_verdict_that_changes_with_the_criterion_is_marked():
     rows = fake_rows({"d": 64})
     rows.loc[rows.index, "mse"] = 0.05  # SSIM and PSNR say recovered, image MSE says not
-    table = cell_table(rows).set_index("defense")
+    table = cell_table(rows, MEASURED).set_index("defense")
     assert table.loc["d", "ssim verdict"] == "leaks" and table.loc["d", "mse verdict"] == "protects"
     assert table.loc["d", "verdict"] == "depends on the criterion"
 
@@ -223,7 +285,9 @@ def test_dp_sgd_is_judged_against_training_without_it():
     assert table.loc[("B=1, FedSGD", "DP eps=8"), "drop"] == pytest.approx(0.10)
     assert table.loc[("B=1, FedSGD", "none"), "drop"] == 0
     cells = fake_rows({"none": 0}).assign(point="init, B=1, FedSGD, DP eps=8")
-    framed = op.frontier_cells(cell_table(cells), op.utility_table(runs))
+    curve = fake_curve({1000: 0, 24_000: 0}, point="init, B=1, FedSGD, DP eps=8", defense="none")
+    framed = op.frontier_cells(cell_table(cells, curves=curve), op.utility_table(runs))
+    assert framed["verdict"].iloc[0] == "protects"
     assert framed["drop"].iloc[0] == pytest.approx(0.10) and not framed["holds"].iloc[0]  # protects, but costs 10 points
     assert framed["defense"].iloc[0] == "none" and op.against_plain("B=4, E=5", "none") == ("B=4, E=5", "none")
 
@@ -258,7 +322,7 @@ def test_utility_trains_on_cifar10_where_the_user_has_it(tmp_path, monkeypatch):
 def test_lpips_joins_the_verdicts_in_the_cells_that_hold_it():
     plain = fake_rows({"a": 0})
     scored = fake_rows({"b": 64}).assign(lpips=0.05)  # a cell attacked where LPIPS's weights were present
-    table = cell_table(pd.concat([plain, scored])).set_index("defense")
+    table = cell_table(pd.concat([plain, scored]), MEASURED).set_index("defense")
     assert table.loc["b", "lpips verdict"] == "leaks" and table.loc["b", "verdict"] == "leaks"
     assert pd.isna(table.loc["a", "lpips verdict"]) and table.loc["a", "verdict"] == "protects"
     assert "LPIPS < 0.2" in op.headline(table.reset_index().loc[lambda t: t["defense"] == "b"], "gray28",

@@ -119,10 +119,13 @@ def test_operating_figures_read_on_their_own():
     frontier = operating_frontier_plot(table, title="t")
     assert_readable(frontier)
     privacy = operating_plot(table, criteria=["ssim", "psnr", "mse"], title="t",
-                             unsaturated=[("gray28", "init, B=1, FedSGD, DP eps=8")])
+                             unsaturated=[("gray28", "init, B=1, FedSGD, DP eps=8", "none"),
+                                          ("gray28", "init, B=1, FedSGD", "uniform:2")])
     assert_readable(privacy)
     titles = [ax.get_title() for ax in privacy.axes if ax.get_title()]
-    assert ["not protected" in t for t in titles] == [False, True], titles
+    assert ["not protected" in t for t in titles] == [False, True], titles  # a panel of open cells says so
+    grey = {t.get_text(): t.get_fontstyle() for t in privacy.axes[0].get_xticklabels()}
+    assert grey["uniform:2"] == "italic" and grey["uniform:3"] == "normal"  # one open cell among others: its label
     assert "limit 10%" in [t.get_text() for t in privacy.legends[0].get_texts()]
     names = {t.get_text() for ax in frontier.axes for t in ax.get_yticklabels()}
     assert set(table["defense"].replace("none", "DP eps=8")) <= names | {"none"}, "a defense without its row"

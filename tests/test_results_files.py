@@ -12,7 +12,7 @@ from dlg_utils.data import load_dataset
 from dlg_utils.experiments import DatasetTargets, attack_keys
 from dlg_utils.storage import RowStore, canonical, config_key, load_rows
 
-FILES = sorted([*RESULTS_DIR.glob("*.jsonl"), *RESULTS_DIR.glob("operating/*.jsonl.gz")])
+FILES = sorted([*RESULTS_DIR.glob("*.jsonl"), *RESULTS_DIR.glob("*.jsonl.gz"), *RESULTS_DIR.glob("operating/*.jsonl.gz")])
 
 
 @pytest.mark.parametrize("path", FILES, ids=[str(p.relative_to(RESULTS_DIR)) for p in FILES])
