@@ -347,9 +347,9 @@ def run_curves(study: Study, path: str | Path | None, curves=None, budgets=CURVE
                over: Callable[[], bool] = lambda: False, progress: bool | None = None,
                device: str = "cpu") -> pd.DataFrame:
     """Measure each curve of ``curves`` ((domain, point name, defenses) of ``study``; None: its
-    :func:`study_curves`) in order on ``device``, cheapest budget first, the defenses of one entry at one budget in one sweep
-    (the engine batches them), each row stored in ``path`` as it finishes; ``over()`` is asked
-    between sweeps. Returns the rows of the sweeps run."""
+    :func:`study_curves`) in order on ``device``, cheapest budget first, the defenses of one
+    entry at one budget in one sweep (the engine batches them), each row stored in ``path`` as
+    it finishes; ``over()`` is asked between sweeps. Returns the rows of the sweeps run."""
     frames, data, models = [], {}, {}
     for domain, name, defenses in study_curves(study) if curves is None else curves:
         point = study.point(domain, name)
@@ -398,7 +398,7 @@ def flat_curves(rows: pd.DataFrame | None, study: Study) -> frozenset:
     if rows is None or rows.empty:
         return frozenset()
     top, flat = max(CURVE_BUDGETS), set()
-    rows = per_image(rows[rows["seed"] == study.seed])
+    rows = per_image(rows[rows["seed"] == study.seed])  # curve_table passes these as they are
     if rows.empty:
         return frozenset()
     for (domain, name, defense), g in rows.groupby(["domain", "point", "defense"]):
